@@ -1,0 +1,1 @@
+"""Code shared by every ridehail service: contracts, settings, Kafka, Postgres, logging, health."""

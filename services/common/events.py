@@ -1,0 +1,195 @@
+"""Event contracts: every message on a ridehail topic is one of these structs, as JSON.
+
+Every event carries ``event_id`` (unique), ``type``, ``v`` (schema version) and ``ts`` (epoch
+milliseconds at the source), plus its payload. Encoding and decoding use msgspec (typed, ~10x the
+stdlib); decoding validates types, ranges and the version, so a bad message fails here and can be
+dead-lettered with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees")]
+Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DriverStatus = Literal["available", "to_pickup", "on_trip", "offline"]
+RideStatus = Literal[
+    "requested", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"
+]
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class EventError(ValueError):
+    """A message that is not a valid event; ``reason`` goes into the dead-letter headers."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", omit_defaults=False):
+    """Envelope fields shared by every event."""
+
+    event_id: Id = msgspec.field(default_factory=new_event_id)
+    v: int = SCHEMA_VERSION
+    ts: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(default_factory=now_ms)
+
+
+class LatLon(msgspec.Struct, frozen=True):
+    lat: Lat
+    lon: Lon
+
+
+class DriverLocation(Event, tag="driver.location", frozen=True):
+    """A GPS ping. Key: driver_id. ``seq`` is per driver and strictly increasing."""
+
+    driver_id: Id
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    lat: Lat
+    lon: Lon
+    heading: Annotated[float, msgspec.Meta(ge=0.0, lt=360.0)] = 0.0
+    speed: Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="metres per second")] = 0.0
+    status: DriverStatus = "available"
+
+
+class RideRequested(Event, tag="ride.requested", frozen=True):
+    """A rider asked for a ride (published by the gateway's outbox). Key: ride_id."""
+
+    ride_id: Id
+    rider_id: Id
+    pickup: LatLon
+    dropoff: LatLon
+
+
+class RideAssigned(Event, tag="ride.assigned", frozen=True):
+    ride_id: Id
+    driver_id: Id
+    pickup: LatLon
+    dropoff: LatLon
+    eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+
+
+class RideArrived(Event, tag="ride.arrived", frozen=True):
+    ride_id: Id
+    driver_id: Id
+
+
+class RidePickedUp(Event, tag="ride.picked_up", frozen=True):
+    ride_id: Id
+    driver_id: Id
+
+
+class RideCompleted(Event, tag="ride.completed", frozen=True):
+    ride_id: Id
+    driver_id: Id
+    distance_m: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    duration_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+
+
+class RideCancelled(Event, tag="ride.cancelled", frozen=True):
+    ride_id: Id
+    by: Literal["rider", "driver", "system"]
+    reason: str = ""
+    driver_id: str | None = None
+
+
+class RideExpired(Event, tag="ride.expired", frozen=True):
+    ride_id: Id
+    reason: str
+
+
+RideLifecycleEvent = (
+    RideAssigned | RideArrived | RidePickedUp | RideCompleted | RideCancelled | RideExpired
+)
+AnyEvent = DriverLocation | RideRequested | RideLifecycleEvent
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    DriverLocation,
+    RideRequested,
+    RideAssigned,
+    RideArrived,
+    RidePickedUp,
+    RideCompleted,
+    RideCancelled,
+    RideExpired,
+)
+
+_encoder = msgspec.json.Encoder()
+_any_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+class _VersionProbe(msgspec.Struct):
+    v: int = SCHEMA_VERSION
+    type: str = ""
+
+
+_probe_decoder = msgspec.json.Decoder(_VersionProbe)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def event_type(cls: type[Event]) -> str:
+    return str(cls.__struct_config__.tag)
+
+
+class EventDecoder:
+    """Decodes bytes into one of the given event types, or raises :class:`EventError`."""
+
+    def __init__(self, *types: type[Event]) -> None:
+        self._types = types or ALL_EVENT_TYPES
+        union = self._types[0]
+        for t in self._types[1:]:
+            union = union | t  # type: ignore[assignment]
+        self._decoder = msgspec.json.Decoder(union)
+        self._names = {event_type(t) for t in self._types}
+
+    def decode(self, data: bytes | None) -> Event:
+        if not data:
+            raise EventError("empty message")
+        try:
+            event = self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise EventError(self._explain(data, exc)) from None
+        if event.v != SCHEMA_VERSION:
+            raise EventError(f"unsupported schema version v={event.v} for {event_type(type(event))}")
+        return event
+
+    def _explain(self, data: bytes, exc: msgspec.DecodeError) -> str:
+        try:
+            probe = _probe_decoder.decode(data)
+        except msgspec.DecodeError:
+            return f"malformed JSON: {exc}"
+        if probe.type and probe.type not in self._names:
+            return f"unexpected event type {probe.type!r} (expected one of {sorted(self._names)})"
+        if probe.v != SCHEMA_VERSION:
+            return f"unsupported schema version v={probe.v}"
+        return f"invalid event: {exc}"
+
+
+def decode_any(data: bytes) -> AnyEvent:
+    return _any_decoder.decode(data)
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schema of each event type, keyed by ``<type>.v<version>``."""
+    out: dict[str, dict[str, object]] = {}
+    for cls in ALL_EVENT_TYPES:
+        schema = msgspec.json.schema(cls)
+        out[f"{event_type(cls)}.v{SCHEMA_VERSION}"] = schema
+    return out

@@ -1,0 +1,97 @@
+"""Topic definitions (names, partitions, keys) and the idempotent "ensure topics" step.
+
+Topics are created explicitly at start-up: the embedded broker's auto-creation makes topics with
+the wrong partition count, so every client disables it and ``ensure_topics`` runs first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ridehail.common.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str
+    description: str
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+DRIVER_LOCATION = TopicSpec(
+    "ridehail.driver.location.v1", 12, "driver_id", "GPS pings from drivers, every ~1 s each"
+)
+RIDE_REQUEST = TopicSpec("ridehail.ride.request.v1", 6, "ride_id", "Ride requests from riders")
+RIDE_EVENT = TopicSpec(
+    "ridehail.ride.event.v1",
+    6,
+    "ride_id",
+    "Ride lifecycle: assigned, arrived, picked_up, completed, cancelled, expired",
+)
+
+TOPICS: tuple[TopicSpec, ...] = (DRIVER_LOCATION, RIDE_REQUEST, RIDE_EVENT)
+
+
+def all_topic_specs() -> list[TopicSpec]:
+    """Every topic including its dead-letter topic (DLQs get one partition: order is not needed)."""
+    specs: list[TopicSpec] = []
+    for t in TOPICS:
+        specs.append(t)
+        specs.append(TopicSpec(t.dlq, 1, t.key, f"Dead letters of {t.name}"))
+    return specs
+
+
+def ensure_topics(
+    bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0
+) -> list[str]:
+    """Create missing topics; return the names created. Safe to call any number of times."""
+    specs = specs or all_topic_specs()
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker at {bootstrap} unreachable: {exc}") from exc
+            log.warning("broker_unreachable", bootstrap=bootstrap, retry_in_s=1)
+            time.sleep(1)
+    missing = [s for s in specs if s.name not in existing]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing],
+            operation_timeout=timeout_s,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise
+    # Wait until metadata shows every topic, so the first producer never races creation.
+    while True:
+        md = admin.list_topics(timeout=5).topics
+        if all(s.name in md and not md[s.name].error for s in specs):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics not visible after {timeout_s}s: {[s.name for s in specs]}")
+        time.sleep(0.1)
+    if created:
+        log.info("topics_created", topics=created)
+    return created

@@ -21,6 +21,8 @@ from ridehail.common import migrate
 from ridehail.common.broker import start_broker, stop_process
 from ridehail.common.topics import ensure_topics
 
+pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack"]
+
 ADMIN_URL = os.environ.get("RIDEHAIL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

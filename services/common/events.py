@@ -18,9 +18,7 @@ Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS84 latitu
 Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 DriverStatus = Literal["available", "to_pickup", "on_trip", "offline"]
-RideStatus = Literal[
-    "requested", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"
-]
+RideStatus = Literal["requested", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"]
 
 SCHEMA_VERSION = 1
 
@@ -112,9 +110,7 @@ class RideExpired(Event, tag="ride.expired", frozen=True):
     reason: str
 
 
-RideLifecycleEvent = (
-    RideAssigned | RideArrived | RidePickedUp | RideCompleted | RideCancelled | RideExpired
-)
+RideLifecycleEvent = RideAssigned | RideArrived | RidePickedUp | RideCompleted | RideCancelled | RideExpired
 AnyEvent = DriverLocation | RideRequested | RideLifecycleEvent
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (

@@ -119,7 +119,7 @@ class EventProducer:
             self._fatal.clear()
         try:
             old.flush(0)  # undelivered messages fail with an error report on the old client
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         log.warning("producer_recreated", client=self._client_id)
 
@@ -372,7 +372,7 @@ class BatchConsumer:
             try:
                 rejected = await self._handler(good) if good else []
                 break
-            except Exception as exc:  # noqa: BLE001 - keep the batch, retry, never skip it
+            except Exception as exc:
                 HANDLER_FAILURES.labels(self.name).inc()
                 self.stats.healthy = False
                 log.warning(

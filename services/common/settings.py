@@ -50,6 +50,12 @@ class CommonSettings(BaseSettings):
     auth_port: int = Field(default=8001, ge=1, le=65535, description="Auth service HTTP port.")
     matching_port: int = Field(default=8003, ge=1, le=65535, description="Matching health/metrics port.")
     simulator_port: int = Field(default=8004, ge=1, le=65535, description="Simulator health/metrics port.")
+    auth_base_url: str | None = Field(
+        default=None, description="Base URL of the auth service (unset: http://HOST:AUTH_PORT)."
+    )
+    gateway_base_url: str | None = Field(
+        default=None, description="Base URL of the gateway (unset: http://HOST:GATEWAY_PORT)."
+    )
     public_host: str = Field(
         default="127.0.0.1", description="Host name used in printed URLs and in the map page's links."
     )
@@ -69,6 +75,14 @@ class CommonSettings(BaseSettings):
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError("must be a PostgreSQL URL, e.g. postgresql+asyncpg://user@host:5432/db")
         return value
+
+    @property
+    def auth_url(self) -> str:
+        return (self.auth_base_url or f"http://{self.host}:{self.auth_port}").rstrip("/")
+
+    @property
+    def gateway_url(self) -> str:
+        return (self.gateway_base_url or f"http://{self.host}:{self.gateway_port}").rstrip("/")
 
     @property
     def bootstrap(self) -> str:
@@ -102,9 +116,7 @@ def _all_settings_classes() -> list[type[CommonSettings]]:
 
 def known_setting_names() -> set[str]:
     """Every ``RIDEHAIL_*`` environment variable some service understands."""
-    return {
-        "RIDEHAIL_" + name.upper() for cls in _all_settings_classes() for name in cls.model_fields
-    }
+    return {"RIDEHAIL_" + name.upper() for cls in _all_settings_classes() for name in cls.model_fields}
 
 
 def unknown_settings(environ: dict[str, str] | None = None) -> list[str]:

@@ -52,9 +52,7 @@ def all_topic_specs() -> list[TopicSpec]:
     return specs
 
 
-def ensure_topics(
-    bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0
-) -> list[str]:
+def ensure_topics(bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; return the names created. Safe to call any number of times."""
     specs = specs or all_topic_specs()
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})

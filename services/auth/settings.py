@@ -1,0 +1,9 @@
+"""Auth service settings."""
+
+from __future__ import annotations
+
+from ridehail.common.settings import CommonSettings
+
+
+class AuthSettings(CommonSettings):
+    pass

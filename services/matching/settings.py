@@ -1,0 +1,9 @@
+"""Matching service settings."""
+
+from __future__ import annotations
+
+from ridehail.common.settings import CommonSettings
+
+
+class MatchingSettings(CommonSettings):
+    pass

@@ -1,0 +1,9 @@
+"""Simulator service settings."""
+
+from __future__ import annotations
+
+from ridehail.common.settings import CommonSettings
+
+
+class SimulatorSettings(CommonSettings):
+    pass

@@ -7,7 +7,7 @@ own commands through ``ridehail.<service>.commands.register(app, bench)``.
 from __future__ import annotations
 
 import importlib
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
@@ -29,7 +29,7 @@ SERVICES = ("auth", "matching", "gateway", "simulator")
 PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments")
 
 
-class Service(str, Enum):
+class Service(StrEnum):
     auth = "auth"
     matching = "matching"
     gateway = "gateway"

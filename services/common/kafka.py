@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -117,10 +118,8 @@ class EventProducer:
             old = self._producer
             self._producer = Producer(self._conf)
             self._fatal.clear()
-        try:
+        with contextlib.suppress(Exception):
             old.flush(0)  # undelivered messages fail with an error report on the old client
-        except Exception:
-            pass
         log.warning("producer_recreated", client=self._client_id)
 
     def _poll_loop(self) -> None:

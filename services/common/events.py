@@ -52,7 +52,7 @@ class LatLon(msgspec.Struct, frozen=True):
     lon: Lon
 
 
-class DriverLocation(Event, tag="driver.location", frozen=True):
+class DriverLocation(Event, tag="driver.location", frozen=True, kw_only=True):
     """A GPS ping. Key: driver_id. ``seq`` is per driver and strictly increasing."""
 
     driver_id: Id
@@ -64,7 +64,7 @@ class DriverLocation(Event, tag="driver.location", frozen=True):
     status: DriverStatus = "available"
 
 
-class RideRequested(Event, tag="ride.requested", frozen=True):
+class RideRequested(Event, tag="ride.requested", frozen=True, kw_only=True):
     """A rider asked for a ride (published by the gateway's outbox). Key: ride_id."""
 
     ride_id: Id
@@ -73,40 +73,46 @@ class RideRequested(Event, tag="ride.requested", frozen=True):
     dropoff: LatLon
 
 
-class RideAssigned(Event, tag="ride.assigned", frozen=True):
+class RideAssigned(Event, tag="ride.assigned", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     driver_id: Id
     pickup: LatLon
     dropoff: LatLon
     eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
 
-class RideArrived(Event, tag="ride.arrived", frozen=True):
+class RideArrived(Event, tag="ride.arrived", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     driver_id: Id
 
 
-class RidePickedUp(Event, tag="ride.picked_up", frozen=True):
+class RidePickedUp(Event, tag="ride.picked_up", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     driver_id: Id
 
 
-class RideCompleted(Event, tag="ride.completed", frozen=True):
+class RideCompleted(Event, tag="ride.completed", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     driver_id: Id
     distance_m: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     duration_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
 
-class RideCancelled(Event, tag="ride.cancelled", frozen=True):
+class RideCancelled(Event, tag="ride.cancelled", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     by: Literal["rider", "driver", "system"]
     reason: str = ""
     driver_id: str | None = None
 
 
-class RideExpired(Event, tag="ride.expired", frozen=True):
+class RideExpired(Event, tag="ride.expired", frozen=True, kw_only=True):
     ride_id: Id
+    rider_id: str | None = None
     reason: str
 
 

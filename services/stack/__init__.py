@@ -1,0 +1,1 @@
+"""`ridehail up`: run the whole stack as supervised child processes."""

@@ -1,0 +1,292 @@
+"""Start broker, Postgres, migrations, topics and every service; watch them; stop them all.
+
+Order: broker (unless RIDEHAIL_KAFKA_BOOTSTRAP is set) -> Postgres (RIDEHAIL_DATABASE_URL, else
+127.0.0.1:5432, else embedded) -> migrations -> topics -> auth, matching, gateway, simulator.
+A child that dies is reported loudly and restarted with backoff (at most 5 times a minute);
+past that the whole stack stops with an error instead of flapping silently.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ridehail.common.broker import broker_command, wait_for_port
+from ridehail.common.health import port_is_free
+from ridehail.common.settings import CommonSettings
+from ridehail.stack.children import Child, python_argv, stop_all
+
+SERVICE_ORDER = ("auth", "matching", "gateway", "simulator")
+STOP_TIMEOUT_S = 8.0
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+class StackError(RuntimeError):
+    """A start-up problem with one clear message for the user."""
+
+
+@dataclass
+class StackOptions:
+    drivers: int | None = None
+    services: tuple[str, ...] = SERVICE_ORDER
+    ready_timeout_s: float = 90.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def service_ports(settings: CommonSettings) -> dict[str, tuple[int, str]]:
+    """Every port the stack binds, with the setting that changes it."""
+    return {
+        "gateway": (settings.gateway_port, "RIDEHAIL_GATEWAY_PORT"),
+        "gateway-ws": (settings.gateway_ws_port, "RIDEHAIL_GATEWAY_WS_PORT"),
+        "auth": (settings.auth_port, "RIDEHAIL_AUTH_PORT"),
+        "matching": (settings.matching_port, "RIDEHAIL_MATCHING_PORT"),
+        "simulator": (settings.simulator_port, "RIDEHAIL_SIMULATOR_PORT"),
+    }
+
+
+def check_ports(settings: CommonSettings, services: tuple[str, ...], embedded_broker: bool) -> None:
+    wanted: list[tuple[str, int, str]] = []
+    for name, (port, env) in service_ports(settings).items():
+        if name.split("-")[0] in services:
+            wanted.append((name, port, env))
+    if embedded_broker:
+        wanted.append(("broker", settings.broker_port, "RIDEHAIL_BROKER_PORT"))
+    seen: dict[int, str] = {}
+    for name, port, env in wanted:
+        if port in seen:
+            raise StackError(f"{name} and {seen[port]} are both set to port {port}: change {env}")
+        seen[port] = name
+        if not port_is_free(settings.host, port):
+            raise StackError(f"port {port} ({name}) on {settings.host} is busy: stop what uses it or set {env}")
+
+
+class Stack:
+    def __init__(self, settings: CommonSettings, options: StackOptions, console: Console | None = None) -> None:
+        self.settings = settings
+        self.options = options
+        self.console = console or Console(stderr=False, highlight=False)
+        self.children: list[Child] = []
+        self.broker: Child | None = None
+        self.database_url = ""
+        self.bootstrap = settings.bootstrap
+        self._pg_handle: Any = None
+        self._stop = threading.Event()
+        self.login_code: str | None = None
+
+    def say(self, message: str) -> None:
+        self.console.print(f"[bold]ridehail[/bold] {message}", highlight=False)
+
+    # -- start ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from ridehail.common import migrate
+        from ridehail.common.postgres import DatabaseUnavailable, resolve_database_url
+        from ridehail.common.topics import ensure_topics
+
+        embedded_broker = self.settings.kafka_bootstrap is None
+        check_ports(self.settings, self.options.services, embedded_broker)
+        color = sys.stdout.isatty()
+        if embedded_broker:
+            self.say(f"starting the embedded broker (tansu, memory storage) on {self.bootstrap}")
+            self.broker = Child(
+                "broker",
+                broker_command(self.settings.host, self.settings.broker_port),
+                {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            )
+            self.broker.start(sys.stdout, color)
+            if not wait_for_port(self.settings.host, self.settings.broker_port, 15):
+                raise StackError(f"the embedded broker did not open port {self.settings.broker_port}")
+        else:
+            self.say(f"using Kafka at {self.bootstrap}")
+        try:
+            self.database_url, self._pg_handle = resolve_database_url(self.settings)
+        except DatabaseUnavailable as exc:
+            raise StackError(str(exc)) from None
+        self.say(f"Postgres: {_redact_url(self.database_url)}")
+        self.say("migrating the database")
+        migrate.upgrade(self.database_url)
+        try:
+            ensure_topics(self.bootstrap, timeout_s=30)
+        except RuntimeError as exc:
+            raise StackError(f"cannot create topics: {exc}") from None
+        env = self._child_env()
+        for name in SERVICE_ORDER:
+            if name in self.options.services:
+                child = Child(name, python_argv("serve", name), env)
+                child.start(sys.stdout, color)
+                self.children.append(child)
+        self._wait_ready()
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ.items())
+        env["RIDEHAIL_DATABASE_URL"] = self.database_url
+        env["RIDEHAIL_KAFKA_BOOTSTRAP"] = self.bootstrap
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.options.drivers is not None:
+            env["RIDEHAIL_DRIVERS"] = str(self.options.drivers)
+        env.update(self.options.extra_env)
+        return env
+
+    def health_urls(self) -> dict[str, str]:
+        s = self.settings
+        ports = {
+            "auth": s.auth_port,
+            "matching": s.matching_port,
+            "gateway": s.gateway_port,
+            "simulator": s.simulator_port,
+        }
+        return {name: f"http://{s.host}:{ports[name]}/readyz" for name in self.options.services}
+
+    def _wait_ready(self) -> None:
+        pending = dict(self.health_urls())
+        deadline = time.monotonic() + self.options.ready_timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name, url in list(pending.items()):
+                    child = next(c for c in self.children if c.name == name)
+                    code = child.exit_code()
+                    if code is not None:
+                        raise StackError(f"{name} exited with code {code} during start-up (its log is above)")
+                    try:
+                        if client.get(url).status_code == 200:
+                            self.say(f"{name} is ready")
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise StackError(f"not ready after {self.options.ready_timeout_s:.0f}s: {', '.join(pending)}")
+                time.sleep(0.25)
+
+    # -- report --------------------------------------------------------------------------------------
+    def urls(self) -> list[tuple[str, str]]:
+        s = self.settings
+        host = s.public_host
+        rows: list[tuple[str, str]] = []
+        if "gateway" in self.options.services:
+            map_url = f"http://{host}:{s.gateway_port}/"
+            if self.login_code:
+                rows.append(("Map (logged in as demo viewer)", f"{map_url}?login={self.login_code}"))
+            rows.append(("Map", map_url))
+            rows.append(("Live feed (websocket)", f"ws://{host}:{s.gateway_ws_port}/ws"))
+            rows.append(("Ride API", f"http://{host}:{s.gateway_port}/docs"))
+        if "auth" in self.options.services:
+            rows.append(("Auth API (OpenAPI)", f"http://{host}:{s.auth_port}/docs"))
+        for name, port in (
+            ("gateway", s.gateway_port),
+            ("auth", s.auth_port),
+            ("matching", s.matching_port),
+            ("simulator", s.simulator_port),
+        ):
+            if name in self.options.services:
+                rows.append((f"{name} metrics", f"http://{host}:{port}/metrics"))
+        rows.append(("Kafka bootstrap", self.bootstrap))
+        rows.append(("Postgres", _redact_url(self.database_url)))
+        return rows
+
+    def print_urls(self) -> None:
+        table = Table(title="ridehail is running (Ctrl-C stops everything)", show_lines=False)
+        table.add_column("What")
+        table.add_column("Where", overflow="fold")
+        for what, where in self.urls():
+            table.add_row(what, where)
+        self.console.print(table)
+
+    def make_login_code(self) -> None:
+        """A one-time demo-viewer login code for the printed map URL (if the auth service offers it)."""
+        if "auth" not in self.options.services:
+            return
+        try:
+            from ridehail.auth.demo import create_login_code_sync
+        except ImportError:
+            return
+        try:
+            self.login_code = create_login_code_sync(self.database_url)
+        except Exception as exc:
+            self.say(f"[yellow]could not create a demo login link: {exc}[/yellow]")
+
+    # -- supervise -----------------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def supervise(self) -> int:
+        """Restart dead children with backoff until asked to stop; return the exit code."""
+        color = sys.stdout.isatty()
+        while not self._stop.wait(0.5):
+            for child in [*self.children, *([self.broker] if self.broker else [])]:
+                code = child.exit_code()
+                if code is None or child.stopping:
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60]
+                if len(child.restarts) >= MAX_RESTARTS_PER_MINUTE:
+                    self.say(
+                        f"[bold red]{child.name} died {len(child.restarts) + 1} times within a minute "
+                        f"(last exit code {code}): stopping the stack[/bold red]"
+                    )
+                    return 1
+                child.restarts.append(now)
+                self.say(f"[bold red]{child.name} exited with code {code}: restarting it[/bold red]")
+                child.start(sys.stdout, color)
+                if child is self.broker:
+                    self._after_broker_restart()
+        return 0
+
+    def _after_broker_restart(self) -> None:
+        from ridehail.common.topics import ensure_topics
+
+        self.say("[yellow]the embedded broker restarted and forgot everything (memory storage)[/yellow]")
+        if wait_for_port(self.settings.host, self.settings.broker_port, 15):
+            ensure_topics(self.bootstrap, timeout_s=30)
+
+    def stop(self) -> None:
+        stop_all(self.children, STOP_TIMEOUT_S, self.say)
+        if self.broker is not None:
+            stop_all([self.broker], 2.0, self.say)
+        if self._pg_handle is not None:
+            try:
+                self._pg_handle.cleanup()
+            except Exception as exc:
+                self.say(f"[yellow]embedded Postgres did not stop cleanly: {exc}[/yellow]")
+            self._pg_handle = None
+
+
+def _redact_url(url: str) -> str:
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{host}"
+    return url
+
+
+def run_stack(settings: CommonSettings, options: StackOptions) -> int:
+    stack = Stack(settings, options)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stack.request_stop)
+    started = time.monotonic()
+    try:
+        stack.start()
+        stack.make_login_code()
+        stack.print_urls()
+        stack.say(f"up in {time.monotonic() - started:.1f}s")
+        code = stack.supervise()
+    except StackError as exc:
+        stack.console.print(f"[bold red]ridehail up failed:[/bold red] {exc}")
+        code = 2
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        t0 = time.monotonic()
+        stack.stop()
+        stack.say(f"stopped in {time.monotonic() - t0:.1f}s")
+    return code

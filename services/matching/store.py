@@ -1,0 +1,209 @@
+"""Postgres statements of the ride lifecycle (SQLAlchemy Core text, asyncpg underneath).
+
+Every write is idempotent: ride history rows are unique by ``event_id``, driver positions only
+move forward by ``last_seq``, and the driver claim is one conditional UPDATE, so replaying a batch
+after a crash, or racing another matching instance, changes nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ridehail.common.events import DriverLocation, Event, RideRequested, event_type
+
+_INSERT_RIDE_EVENT = text(
+    "INSERT INTO ride_events (event_id, ride_id, type, ts, payload) "
+    "VALUES (:event_id, :ride_id, :type, :ts, CAST(:payload AS jsonb)) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING id"
+)
+
+
+async def insert_ride_event(session: AsyncSession, event: Event) -> bool:
+    """Append ``event`` to its ride's history; False if this event id was already recorded."""
+    row = (
+        await session.execute(
+            _INSERT_RIDE_EVENT,
+            {
+                "event_id": event.event_id,
+                "ride_id": event.ride_id,  # type: ignore[attr-defined]
+                "type": event_type(type(event)),
+                "ts": event.ts,
+                "payload": msgspec.json.encode(event).decode(),
+            },
+        )
+    ).first()
+    return row is not None
+
+
+async def event_seen(session: AsyncSession, event_id: str) -> bool:
+    row = (await session.execute(text("SELECT 1 FROM ride_events WHERE event_id = :e"), {"e": event_id})).first()
+    return row is not None
+
+
+async def ensure_ride(session: AsyncSession, event: RideRequested) -> None:
+    """Create the ride row if the gateway's database does not hold it yet (e.g. a replayed stream)."""
+    await session.execute(
+        text(
+            "INSERT INTO rides (ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon) "
+            "VALUES (:r, :u, 'requested', :plat, :plon, :dlat, :dlon) ON CONFLICT (ride_id) DO NOTHING"
+        ),
+        {
+            "r": event.ride_id,
+            "u": event.rider_id,
+            "plat": event.pickup.lat,
+            "plon": event.pickup.lon,
+            "dlat": event.dropoff.lat,
+            "dlon": event.dropoff.lon,
+        },
+    )
+
+
+async def lock_ride(session: AsyncSession, ride_id: str) -> Any:
+    return (
+        (await session.execute(text("SELECT * FROM rides WHERE ride_id = :r FOR UPDATE"), {"r": ride_id}))
+        .mappings()
+        .first()
+    )
+
+
+async def set_ride_status(
+    session: AsyncSession,
+    ride_id: str,
+    expected: Sequence[str],
+    target: str,
+    timestamp_column: str,
+    *,
+    driver_id: str | None = None,
+    reason: str | None = None,
+) -> bool:
+    """Conditional transition: only moves a ride that is still in one of ``expected``."""
+    assert timestamp_column.endswith("_at") and timestamp_column.isidentifier()
+    sets = [f"status = :target, {timestamp_column} = now()"]
+    params: dict[str, Any] = {"r": ride_id, "expected": list(expected), "target": target}
+    if driver_id is not None:
+        sets.append("driver_id = :d")
+        params["d"] = driver_id
+    if reason is not None:
+        sets.append("reason = :why")
+        params["why"] = reason
+    sql = f"UPDATE rides SET {', '.join(sets)} WHERE ride_id = :r AND status = ANY(:expected) RETURNING ride_id"
+    return (await session.execute(text(sql), params)).first() is not None
+
+
+async def claim_driver(session: AsyncSession, driver_id: str, ride_id: str) -> tuple[float, float] | None:
+    """The atomic claim: the driver becomes ours only if still available and free. Returns its position."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE drivers SET status = 'to_pickup', current_ride_id = :r, updated_at = now() "
+                "WHERE driver_id = :d AND status = 'available' AND current_ride_id IS NULL RETURNING lat, lon"
+            ),
+            {"d": driver_id, "r": ride_id},
+        )
+    ).first()
+    return (row.lat, row.lon) if row is not None else None
+
+
+async def set_driver_ride_status(session: AsyncSession, driver_id: str, ride_id: str, status: str) -> bool:
+    row = (
+        await session.execute(
+            text(
+                "UPDATE drivers SET status = :s, updated_at = now() "
+                "WHERE driver_id = :d AND current_ride_id = :r RETURNING driver_id"
+            ),
+            {"d": driver_id, "r": ride_id, "s": status},
+        )
+    ).first()
+    return row is not None
+
+
+async def release_driver(session: AsyncSession, driver_id: str, ride_id: str) -> Any:
+    """Free a driver from ``ride_id`` (no-op if it already moved on). Returns its row or None."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "UPDATE drivers SET status = 'available', current_ride_id = NULL, updated_at = now() "
+                    "WHERE driver_id = :d AND current_ride_id = :r RETURNING driver_id, lat, lon, status"
+                ),
+                {"d": driver_id, "r": ride_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DriverRow:
+    driver_id: str
+    lat: float
+    lon: float
+    status: str
+    current_ride_id: str | None
+
+
+# One statement per batch: arrays in, newest-seq-wins upsert, changed rows out. A ping only sets
+# the status while the driver holds no ride (matching owns to_pickup/on_trip), and only to
+# available/offline.
+_UPSERT_LOCATIONS = text(
+    """
+    INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts)
+    SELECT * FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:lats AS float8[]), CAST(:lons AS float8[]),
+        CAST(:headings AS float8[]), CAST(:speeds AS float8[]), CAST(:statuses AS varchar[]),
+        CAST(:seqs AS bigint[]), CAST(:tss AS bigint[]))
+    ON CONFLICT (driver_id) DO UPDATE SET
+        lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
+        last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
+        status = CASE WHEN drivers.current_ride_id IS NULL AND EXCLUDED.status IN ('available', 'offline')
+                      THEN EXCLUDED.status ELSE drivers.status END
+    WHERE drivers.last_seq < EXCLUDED.last_seq
+    RETURNING driver_id, lat, lon, status, current_ride_id
+    """
+)
+
+
+async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation]) -> list[DriverRow]:
+    """Write the newest ping per driver (already coalesced) in one statement; returns changed rows."""
+    if not pings:
+        return []
+    params = {
+        "ids": [p.driver_id for p in pings],
+        "lats": [p.lat for p in pings],
+        "lons": [p.lon for p in pings],
+        "headings": [p.heading for p in pings],
+        "speeds": [p.speed for p in pings],
+        "statuses": [p.status for p in pings],
+        "seqs": [p.seq for p in pings],
+        "tss": [p.ts for p in pings],
+    }
+    rows = (await session.execute(_UPSERT_LOCATIONS, params)).all()
+    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id) for r in rows]
+
+
+async def load_drivers(session: AsyncSession) -> list[DriverRow]:
+    rows = (await session.execute(text("SELECT driver_id, lat, lon, status, current_ride_id FROM drivers"))).all()
+    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id) for r in rows]
+
+
+async def load_waiting_rides(session: AsyncSession) -> list[Any]:
+    return list(
+        (
+            await session.execute(
+                text(
+                    "SELECT ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, "
+                    "(extract(epoch from requested_at) * 1000)::bigint AS requested_ms "
+                    "FROM rides WHERE status = 'requested' ORDER BY requested_at"
+                )
+            )
+        )
+        .mappings()
+        .all()
+    )

@@ -2,8 +2,70 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ridehail.common.settings import CommonSettings
 
 
 class GatewaySettings(CommonSettings):
-    pass
+    map_tiles: Literal["none", "osm"] = Field(
+        default="none",
+        description="Map basemap: none (offline, roads drawn from the shipped GeoJSON) or osm (online tiles).",
+    )
+    frame_interval_ms: int = Field(
+        default=100, ge=20, le=5000, description="Websocket frame interval: at most one car frame per client per this."
+    )
+    stats_interval_ms: int = Field(
+        default=1000, ge=200, le=60000, description="Interval of the stats frame sent to every map client."
+    )
+    ws_ping_interval_s: float = Field(
+        default=5.0, gt=0, le=120, description="Websocket heartbeat: ping every client this often."
+    )
+    ws_ping_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Websocket heartbeat: drop a client whose pong is this late."
+    )
+    ws_auth_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="A websocket client must authenticate within this many seconds."
+    )
+    ws_max_message_bytes: int = Field(
+        default=4096, ge=256, le=65536, description="Largest client message accepted; larger gets an error frame."
+    )
+    ws_write_buffer_limit_bytes: int = Field(
+        default=1_048_576,
+        ge=16_384,
+        description="A client whose unsent bytes exceed this gets no new frames (its cars collapse to latest).",
+    )
+    ws_slow_client_grace_s: float = Field(
+        default=5.0, gt=0, le=300, description="A client above the write buffer limit this long is closed (4008)."
+    )
+    ws_max_clients: int = Field(default=1000, ge=1, description="Most websocket clients served at once.")
+    ws_public_map: bool = Field(
+        default=True,
+        description="Let map clients without a token watch the cars (no ride events). False: a token is required.",
+    )
+    ws_roles: list[str] = Field(
+        default=["rider", "viewer", "admin"], description="Token roles allowed on the live feed (JSON list)."
+    )
+    ws_client_msgs_per_s: float = Field(
+        default=5.0, gt=0, description="Client message rate limit (token bucket refill per second)."
+    )
+    ws_client_burst: int = Field(default=20, ge=1, description="Client message rate limit burst size.")
+    ws_client_max_violations: int = Field(
+        default=20, ge=1, description="Bad or rate-limited client messages before the connection is closed (4429)."
+    )
+    car_ttl_s: float = Field(
+        default=120.0, gt=0, description="A car not heard from this long is forgotten by the gateway."
+    )
+    matching_stats_url: str | None = Field(
+        default=None,
+        description="Matching stats JSON URL polled for the consumer lag (unset: http://HOST:MATCHING_PORT/stats).",
+    )
+    roads_path: str | None = Field(
+        default=None, description="Road GeoJSON served at /static/roads.geojson (unset: data/gothenburg.roads.geojson)."
+    )
+
+    @property
+    def matching_stats(self) -> str:
+        return self.matching_stats_url or f"http://{self.host}:{self.matching_port}/stats"

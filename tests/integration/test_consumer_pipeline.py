@@ -1,0 +1,196 @@
+"""The shared Kafka clients against the real broker and Postgres: commit-after-write, DLQ,
+retry on failure, resume after a crash with nothing lost and nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from ridehail.common import events
+from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
+from ridehail.common.topics import TopicSpec, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def table(pg: asyncpg.Connection) -> AsyncIterator[str]:
+    name = f"applied_{uuid.uuid4().hex[:8]}"
+    await pg.execute(f"CREATE TABLE {name} (event_id text PRIMARY KEY, driver_id text, seq bigint, n int)")
+    yield name
+    await pg.execute(f"DROP TABLE {name}")
+
+
+@pytest.fixture
+def topic(broker: str) -> TopicSpec:
+    spec = TopicSpec(f"test.pings.{uuid.uuid4().hex[:8]}", 3, "driver_id", "test")
+    ensure_topics(broker, [spec, TopicSpec(spec.dlq, 1, "driver_id", "dlq")])
+    return spec
+
+
+class Applier:
+    """A handler that applies each event once per transaction and counts how often it saw it."""
+
+    def __init__(self, dsn: str, table: str, crash_after_commit: int | None = None) -> None:
+        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.table = table
+        self.crash_after_commit = crash_after_commit
+        self.seen = 0
+        self.fail_next = 0
+
+    async def __call__(self, batch: list[Decoded]) -> list[Rejected]:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("database down (simulated by the test's handler)")
+        rejected: list[Rejected] = []
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            async with conn.transaction():
+                for item in batch:
+                    ev = item.event
+                    assert isinstance(ev, events.DriverLocation)
+                    if ev.driver_id == "poison":
+                        rejected.append(Rejected(item.message, "driver 'poison' is refused by the handler"))
+                        continue
+                    await conn.execute(
+                        f"INSERT INTO {self.table} VALUES ($1, $2, $3, 1) "
+                        "ON CONFLICT (event_id) DO UPDATE SET n = "
+                        f"{self.table}.n + 0",  # idempotent: a replay changes nothing
+                        ev.event_id,
+                        ev.driver_id,
+                        ev.seq,
+                    )
+        finally:
+            await conn.close()
+        self.seen += len(batch)
+        if self.crash_after_commit is not None and self.seen >= self.crash_after_commit:
+            self.crash_after_commit = None
+            raise _Crash()  # committed, offsets NOT stored: the worst moment to die
+        return rejected
+
+
+class _Crash(BaseException):
+    pass
+
+
+def _produce(broker: str, topic: str, pings: list[events.DriverLocation | bytes], key: str = "k") -> None:
+    producer = EventProducer(broker, f"test-{uuid.uuid4().hex[:6]}")
+    for i, p in enumerate(pings):
+        value = p if isinstance(p, bytes) else events.encode(p)
+        producer.produce(topic, value, key=p.driver_id if not isinstance(p, bytes) else f"{key}{i}")
+    assert producer.close(10) == 0
+
+
+async def _run_until(consumer: BatchConsumer, cond: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await cond():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 15)
+        except _Crash:
+            pass
+
+
+def _consumer(broker: str, topic: TopicSpec, group: str, handler: Applier, dlq: EventProducer) -> BatchConsumer:
+    return BatchConsumer(
+        bootstrap=broker,
+        group_id=group,
+        topics=[topic.name],
+        decoder=events.EventDecoder(events.DriverLocation),
+        handler=handler,
+        dlq_producer=dlq,
+        name=f"test-{group}",
+        batch_max=50,
+        batch_timeout_ms=50,
+    )
+
+
+def _dlq_records(broker: str, topic: str, expected: int, timeout: float = 20) -> list:
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"dlq-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])  # no group join: read the DLQ directly
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            out.append(m)
+    c.close()
+    return out
+
+
+async def test_commit_after_write_dlq_and_resume_after_crash(
+    broker: str, database_url: str, table: str, topic: TopicSpec, pg: asyncpg.Connection
+) -> None:
+    pings: list[events.DriverLocation | bytes] = [
+        events.DriverLocation(driver_id=f"drv-{i % 7}", seq=i, lat=57.7, lon=11.9) for i in range(300)
+    ]
+    pings.insert(10, b"{this is not json")
+    pings.insert(20, b'{"type":"driver.location","v":9,"driver_id":"x","seq":1,"lat":1,"lon":1}')
+    pings.insert(30, events.DriverLocation(driver_id="poison", seq=1, lat=57.7, lon=11.9))
+    _produce(broker, topic.name, pings)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    dlq = EventProducer(broker, "test-dlq")
+    count = f"SELECT count(*) FROM {table}"
+
+    # First run dies right after a commit, before its offsets are stored.
+    first = Applier(database_url, table, crash_after_commit=120)
+    with pytest.raises(_Crash):
+        await _run_until(_consumer(broker, topic, group, first, dlq), lambda: _never())
+    applied_before = await pg.fetchval(count)
+    assert 0 < applied_before < 300
+
+    # The restarted consumer resumes from the last committed offset: some events come again...
+    second = Applier(database_url, table)
+
+    async def all_applied() -> bool:
+        return await pg.fetchval(count) == 300
+
+    await _run_until(_consumer(broker, topic, group, second, dlq), all_applied)
+    assert first.seen + second.seen > 300, "the crash window was not exercised"
+    # ...but every event is applied exactly once.
+    assert await pg.fetchval(f"SELECT count(*) FROM {table} WHERE n <> 1") == 0
+    assert await pg.fetchval(f"SELECT count(DISTINCT event_id) FROM {table}") == 300
+
+    dead = _dlq_records(broker, topic.dlq, 3)
+    reasons = sorted(dict(m.headers())["error.reason"].decode() for m in dead)
+    assert len(dead) >= 3
+    assert any("malformed JSON" in r for r in reasons)
+    assert any("version" in r for r in reasons)
+    assert any("poison" in r for r in reasons)
+    assert all(dict(m.headers())["error.topic"].decode() == topic.name for m in dead)
+    assert {m.value() for m in dead} >= {b"{this is not json"}
+    dlq.close()
+
+
+async def _never() -> bool:
+    return False
+
+
+async def test_failing_handler_retries_the_same_batch_and_loses_nothing(
+    broker: str, database_url: str, table: str, topic: TopicSpec, pg: asyncpg.Connection
+) -> None:
+    _produce(broker, topic.name, [events.DriverLocation(driver_id="d", seq=i, lat=1, lon=1) for i in range(100)])
+    handler = Applier(database_url, table)
+    handler.fail_next = 3  # the database is "down" for three attempts
+    dlq = EventProducer(broker, "test-dlq2")
+
+    async def done() -> bool:
+        return await pg.fetchval(f"SELECT count(*) FROM {table}") == 100
+
+    await _run_until(_consumer(broker, topic, f"g-{uuid.uuid4().hex[:6]}", handler, dlq), done)
+    assert handler.fail_next == 0
+    assert await pg.fetchval(f"SELECT max(seq) FROM {table}") == 99
+    dlq.close()

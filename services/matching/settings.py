@@ -2,8 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ridehail.common.settings import CommonSettings
 
 
 class MatchingSettings(CommonSettings):
-    pass
+    matching_mode: Literal["greedy", "batched"] = Field(
+        default="greedy",
+        description="Assignment mode: greedy (nearest driver at once) or batched (optimal per window).",
+    )
+    matching_batch_window_ms: int = Field(
+        default=2000,
+        ge=50,
+        le=60_000,
+        description="Batched mode: how often waiting requests are solved together; greedy mode: retry interval.",
+    )
+    matching_radius_m: float = Field(
+        default=3000.0, gt=0, le=50_000, description="Only drivers within this distance of the pickup are candidates."
+    )
+    matching_request_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="A request with no driver after this long ends as expired."
+    )
+    matching_eta_model: Literal["auto", "road_network", "straight_line"] = Field(
+        default="auto", description="Pickup ETA: road graph (auto: if it loads) or straight line x detour / speed."
+    )
+    matching_h3_resolution: int = Field(
+        default=8, ge=5, le=11, description="H3 resolution of the in-memory driver index."
+    )
+    matching_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="How often the driver index and the waiting rides are re-read from Postgres.",
+    )
+    matching_group_id: str = Field(
+        default="ridehail-matching", description="Consumer group prefix (instances sharing it split the work)."
+    )
+    matching_location_batch_max: int = Field(
+        default=5000, ge=1, le=100_000, description="Location consumer: most pings per batch."
+    )
+    matching_location_batch_timeout_ms: int = Field(
+        default=100, ge=1, le=10_000, description="Location consumer: longest wait to fill a batch."
+    )
+    matching_ride_batch_timeout_ms: int = Field(
+        default=5, ge=1, le=10_000, description="Ride consumer: longest wait to fill a batch (latency)."
+    )

@@ -1,0 +1,99 @@
+"""Pickup ETA models behind one small interface, so assignment never knows how ETAs are made.
+
+* :class:`StraightLineEta`: haversine distance x a detour factor / a city speed. Vectorised with
+  numpy: a 1,000 x 2,000 matrix costs a few milliseconds.
+* :class:`RoadEta`: shortest travel time on the OpenStreetMap road graph
+  (``ridehail.common.roads.RoadGraph``), one Dijkstra per pickup over the reversed graph, so one
+  call answers "how long from each candidate driver to this pickup".
+
+:func:`make_eta_model` picks the road model when the graph loads, else the straight-line one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ridehail.common.geo import EARTH_RADIUS_M
+from ridehail.common.logging import get_logger
+
+log = get_logger(__name__)
+
+Array = NDArray[np.float64]
+
+
+class EtaModel(Protocol):
+    name: str
+
+    def matrix(self, pickups: Array, drivers: Array) -> Array:
+        """Seconds from each driver (columns, (n, 2) lat/lon) to each pickup (rows, (m, 2))."""
+        ...
+
+
+def distance_matrix_m(a: Array, b: Array) -> Array:
+    """Great-circle distances in metres between every row of ``a`` and every row of ``b``."""
+    lat1 = np.radians(a[:, 0])[:, None]
+    lon1 = np.radians(a[:, 1])[:, None]
+    lat2 = np.radians(b[:, 0])[None, :]
+    lon2 = np.radians(b[:, 1])[None, :]
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+class StraightLineEta:
+    """ETA = great-circle distance x ``detour`` / ``speed_mps`` (city driving, ~30 km/h)."""
+
+    name = "straight_line"
+
+    def __init__(self, speed_mps: float = 8.3, detour: float = 1.3) -> None:
+        self.speed_mps = speed_mps
+        self.detour = detour
+
+    def matrix(self, pickups: Array, drivers: Array) -> Array:
+        if len(pickups) == 0 or len(drivers) == 0:
+            return np.zeros((len(pickups), len(drivers)))
+        return distance_matrix_m(pickups, drivers) * (self.detour / self.speed_mps)
+
+
+class RoadEta:
+    """Road-network travel time: drivers and pickups snap to their nearest intersection."""
+
+    name = "road_network"
+
+    def __init__(self, graph: object, fallback: StraightLineEta | None = None) -> None:
+        self.graph = graph
+        self.fallback = fallback or StraightLineEta()
+
+    def matrix(self, pickups: Array, drivers: Array) -> Array:
+        if len(pickups) == 0 or len(drivers) == 0:
+            return np.zeros((len(pickups), len(drivers)))
+        g = self.graph
+        driver_nodes = np.array([g.nearest_node(lat, lon) for lat, lon in drivers])  # type: ignore[attr-defined]
+        out = np.empty((len(pickups), len(drivers)))
+        straight = self.fallback.matrix(pickups, drivers)
+        for i, (lat, lon) in enumerate(pickups):
+            node = g.nearest_node(lat, lon)  # type: ignore[attr-defined]
+            times = np.asarray(g.etas_to(node, driver_nodes), dtype=np.float64)  # type: ignore[attr-defined]
+            # unreachable (inf) or off-graph: fall back to the straight-line estimate
+            out[i] = np.where(np.isfinite(times), times, straight[i])
+        return out
+
+
+def make_eta_model(kind: str = "auto") -> EtaModel:
+    """``straight_line``, ``road_network``, or ``auto`` (road graph if it loads, else straight line)."""
+    if kind == "straight_line":
+        return StraightLineEta()
+    try:
+        from ridehail.common.roads import RoadGraph
+
+        graph = RoadGraph.load()
+        if not hasattr(graph, "etas_to"):
+            raise AttributeError("RoadGraph has no etas_to(node, nodes)")
+        return RoadEta(graph)
+    except Exception as exc:
+        if kind == "road_network":
+            raise
+        log.info("eta_model_straight_line", reason=repr(exc)[:200])
+        return StraightLineEta()

@@ -56,6 +56,9 @@ class CommonSettings(BaseSettings):
     gateway_base_url: str | None = Field(
         default=None, description="Base URL of the gateway (unset: http://HOST:GATEWAY_PORT)."
     )
+    matching_base_url: str | None = Field(
+        default=None, description="Base URL of the matching service's HTTP port (unset: http://HOST:MATCHING_PORT)."
+    )
     public_host: str = Field(
         default="127.0.0.1", description="Host name used in printed URLs and in the map page's links."
     )
@@ -83,6 +86,10 @@ class CommonSettings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return (self.gateway_base_url or f"http://{self.host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def matching_url(self) -> str:
+        return (self.matching_base_url or f"http://{self.host}:{self.matching_port}").rstrip("/")
 
     @property
     def bootstrap(self) -> str:

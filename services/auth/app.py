@@ -1,0 +1,77 @@
+"""The auth service's FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ridehail.auth.bodylimit import BodySizeLimit
+from ridehail.auth.routes import build_router
+from ridehail.auth.settings import AuthSettings
+from ridehail.auth.state import AuthState
+from ridehail.common.db import make_engine, make_sessionmaker, ping, wait_for_database
+from ridehail.common.health import health_router
+from ridehail.common.logging import get_logger
+
+log = get_logger(__name__)
+
+DESCRIPTION = """Accounts and tokens for ridehail.
+
+Log in with the OAuth2 password flow at `POST /auth/token`; send the access token as
+`Authorization: Bearer <token>`. Every other service verifies tokens offline with the keys
+published at `/.well-known/jwks.json`.
+"""
+
+
+def create_app(settings: AuthSettings) -> FastAPI:
+    """Build the app; the database is opened (and signing keys ensured) in the lifespan, not here."""
+    if not settings.database_url:
+        raise ValueError("AuthSettings.database_url must be set (resolve it before create_app)")
+    database_url = settings.database_url
+    engine_holder: dict[str, AsyncEngine] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(database_url, pool_size=settings.db_pool_size)
+        engine_holder["engine"] = engine
+        try:
+            await wait_for_database(engine)
+            app.state.auth = await AuthState.start(settings, engine, make_sessionmaker(engine))
+            log.info("auth_ready", kid=app.state.auth.issuer.key_set.active.kid)
+            yield
+            await app.state.auth.close()
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="ridehail auth",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+
+    async def readiness() -> dict[str, bool]:
+        engine = engine_holder.get("engine")
+        return {"database": engine is not None and await ping(engine)}
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database_unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(OSError)
+    async def database_unreachable(_: Request, exc: OSError) -> JSONResponse:
+        log.warning("database_unreachable", error=type(exc).__name__)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "1"})
+
+    app.include_router(build_router())
+    app.include_router(health_router("auth", readiness))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,187 @@
+"""Matching on the real broker and Postgres: pings -> driver rows, request -> assignment ->
+lifecycle, and bad input -> DLQ with a reason while the consumer keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from ridehail.common.db import make_engine, make_sessionmaker
+from ridehail.common.events import (
+    DriverLocation,
+    LatLon,
+    RideArrived,
+    RideAssigned,
+    RideCompleted,
+    RidePickedUp,
+    RideRequested,
+    encode,
+)
+from ridehail.common.kafka import EventProducer
+from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.gateway.rides import create_ride
+from ridehail.matching.main import MatchingService
+from ridehail.matching.settings import MatchingSettings
+from ridehail.matching.testing import EventCollector, asyncpg_dsn, free_port, private_broker, wait_until
+
+pytestmark = pytest.mark.integration
+
+PICKUP = LatLon(57.7000, 11.9700)
+DROPOFF = LatLon(57.7100, 11.9900)
+
+
+@pytest.fixture(scope="module")
+def own_broker() -> Iterator[str]:
+    with private_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[MatchingService]:
+    settings = MatchingSettings(
+        kafka_bootstrap=own_broker,
+        database_url=fresh_database_url,
+        matching_port=free_port(),
+        matching_batch_window_ms=200,
+        matching_request_timeout_s=30,
+        matching_eta_model="straight_line",
+    )
+    service = MatchingService(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    assert await wait_until(lambda: service.started, 30)
+    yield service
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    yield conn
+    await conn.close()
+
+
+def ping(driver: str, seq: int, lat: float = 57.7001, lon: float = 11.9701, status: str = "available") -> bytes:
+    return encode(DriverLocation(driver_id=driver, seq=seq, lat=lat, lon=lon, status=status))
+
+
+async def test_pings_become_driver_rows_and_stale_seq_is_ignored(
+    matching: MatchingService, own_broker: str, db: asyncpg.Connection
+) -> None:
+    producer = EventProducer(own_broker, "test-pings")
+    for seq in range(1, 6):
+        producer.produce(DRIVER_LOCATION.name, ping("pipe-d1", seq, lat=57.70 + seq / 1000), "pipe-d1")
+    producer.flush()
+    assert await wait_until(lambda: db.fetchval("SELECT last_seq = 5 FROM drivers WHERE driver_id = 'pipe-d1'"), 30)
+    # An older ping arriving later (another batch) must not move the driver back.
+    producer.produce(DRIVER_LOCATION.name, ping("pipe-d1", 3, lat=57.6999), "pipe-d1")
+    producer.produce(DRIVER_LOCATION.name, ping("pipe-d2", 1), "pipe-d2")  # marker behind it, same partition or not
+    producer.flush()
+    producer.close()
+    assert await wait_until(lambda: db.fetchval("SELECT count(*) = 1 FROM drivers WHERE driver_id = 'pipe-d2'"), 30)
+    await asyncio.sleep(0.5)
+    row = await db.fetchrow("SELECT last_seq, lat, status FROM drivers WHERE driver_id = 'pipe-d1'")
+    assert row["last_seq"] == 5
+    assert row["lat"] == pytest.approx(57.705)
+    assert row["status"] == "available"
+    assert "pipe-d1" in matching.engine.index
+
+
+async def test_request_is_assigned_then_lifecycle_completes(
+    matching: MatchingService, own_broker: str, fresh_database_url: str, db: asyncpg.Connection
+) -> None:
+    collector = EventCollector(own_broker, [RIDE_EVENT.name]).start()
+    producer = EventProducer(own_broker, "test-life")
+    producer.produce(DRIVER_LOCATION.name, ping("life-d1", 1, 57.7010, 11.9710), "life-d1")
+    producer.produce(DRIVER_LOCATION.name, ping("life-d2", 1, 57.7300, 12.0300), "life-d2")  # farther away
+    producer.flush()
+    assert await wait_until(lambda: len(matching.engine.index) >= 2, 30)
+
+    engine = make_engine(fresh_database_url)
+    ride_id = await create_ride(make_sessionmaker(engine), "rider-1", PICKUP, DROPOFF)
+    await engine.dispose()
+
+    async def assigned() -> bool:
+        return any(e.ride_id == ride_id for e in collector.events(RideAssigned))
+
+    assert await wait_until(assigned, 30), "no RideAssigned event"
+    event = next(e for e in collector.events(RideAssigned) if e.ride_id == ride_id)
+    assert event.driver_id == "life-d1"  # the nearer driver
+    assert event.rider_id == "rider-1" and event.pickup == PICKUP and event.dropoff == DROPOFF
+    assert event.eta_s > 0
+    ride = await db.fetchrow("SELECT status, driver_id, assigned_at FROM rides WHERE ride_id = $1", ride_id)
+    assert (ride["status"], ride["driver_id"]) == ("assigned", "life-d1") and ride["assigned_at"] is not None
+    driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'life-d1'")
+    assert (driver["status"], driver["current_ride_id"]) == ("to_pickup", ride_id)
+    assert "life-d1" not in matching.engine.index
+
+    for cls in (RideArrived, RidePickedUp, RideCompleted):
+        ev = cls(ride_id=ride_id, rider_id="rider-1", driver_id="life-d1")
+        producer.produce(RIDE_EVENT.name, encode(ev), ride_id)
+        producer.flush()
+        await asyncio.sleep(0.05)
+    producer.close()
+    assert await wait_until(
+        lambda: db.fetchval("SELECT status = 'completed' FROM rides WHERE ride_id = $1", ride_id), 30
+    )
+    history = [
+        r["type"] for r in await db.fetch("SELECT type FROM ride_events WHERE ride_id = $1 ORDER BY id", ride_id)
+    ]
+    assert history == ["ride.requested", "ride.assigned", "ride.arrived", "ride.picked_up", "ride.completed"]
+    times = await db.fetchrow(
+        "SELECT requested_at, assigned_at, arrived_at, picked_up_at, completed_at FROM rides WHERE ride_id = $1",
+        ride_id,
+    )
+    assert all(t is not None for t in times.values())
+    assert list(times.values()) == sorted(times.values())
+    driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'life-d1'")
+    assert (driver["status"], driver["current_ride_id"]) == ("available", None)
+    assert await wait_until(lambda: "life-d1" in matching.engine.index, 10)
+    collector.stop()
+
+
+@pytest.mark.usefixtures("matching")
+async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_going(
+    own_broker: str, db: asyncpg.Connection
+) -> None:
+    dlq = EventCollector(own_broker, [DRIVER_LOCATION.dlq, RIDE_REQUEST.dlq, RIDE_EVENT.dlq]).start()
+    producer = EventProducer(own_broker, "test-bad")
+    good = ping("bad-d1", 1)
+    bad_pings = {
+        b"{not json": "malformed JSON",
+        good.replace(b'"v":1', b'"v":2'): "unsupported schema version",
+        b'{"type":"driver.location","driver_id":"x"}': "invalid event",
+        ping("bad-far", 1, lat=59.33, lon=18.06): "outside the service area",
+        b'{"type":"driver.location","pad":"' + b"x" * 70_000 + b'"}': "message too large",
+    }
+    for raw in bad_pings:
+        producer.produce(DRIVER_LOCATION.name, raw, "bad-same-key")
+    # backwards seq inside one batch: same key, same partition, produced in this order
+    producer.produce(DRIVER_LOCATION.name, ping("bad-back", 5), "bad-back")
+    producer.produce(DRIVER_LOCATION.name, ping("bad-back", 4), "bad-back")
+    same_place = RideRequested(ride_id="bad-r1", rider_id="u", pickup=PICKUP, dropoff=PICKUP)
+    outside = RideRequested(ride_id="bad-r2", rider_id="u", pickup=LatLon(59.33, 18.06), dropoff=DROPOFF)
+    producer.produce(RIDE_REQUEST.name, encode(same_place), "bad-r1")
+    producer.produce(RIDE_REQUEST.name, encode(outside), "bad-r2")
+    illegal = RideCompleted(ride_id="bad-r3", rider_id="u", driver_id="bad-d1")  # unknown ride
+    producer.produce(RIDE_EVENT.name, encode(illegal), "bad-r3")
+    producer.produce(DRIVER_LOCATION.name, good, "bad-d1")  # after all the poison: still applied
+    producer.flush()
+    producer.close()
+
+    assert await wait_until(lambda: db.fetchval("SELECT count(*) = 1 FROM drivers WHERE driver_id = 'bad-d1'"), 30)
+    reasons_wanted = [*bad_pings.values(), "backwards seq", "same place", "pickup outside", "unknown ride"]
+
+    def all_dead_lettered() -> bool:
+        reasons = [i.headers.get("error.reason", b"").decode() for i in dlq.items]
+        return all(any(w in r for r in reasons) for w in reasons_wanted)
+
+    assert await wait_until(all_dead_lettered, 30), [i.headers.get("error.reason") for i in dlq.items]
+    dlq.stop()
+    assert await db.fetchval("SELECT count(*) FROM drivers WHERE driver_id IN ('bad-far')") == 0
+    assert await db.fetchval("SELECT last_seq FROM drivers WHERE driver_id = 'bad-back'") == 5
+    assert await db.fetchval("SELECT count(*) FROM rides WHERE ride_id IN ('bad-r1', 'bad-r2', 'bad-r3')") == 0

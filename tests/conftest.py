@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -53,8 +54,8 @@ async def _admin(sql: str) -> None:
 
 
 def _db_url(name: str) -> str:
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
+    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,25 @@
+.PHONY: up test bootstrap lint format contracts bench clean
+
+up: bootstrap ## run the whole stack (map on http://127.0.0.1:8000/)
+	.venv/bin/ridehail up
+
+test: ## install what is needed and run every test (not the benchmarks)
+	scripts/test.sh
+
+bootstrap: ## create .venv and install Python + npm dependencies
+	scripts/bootstrap.sh
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+contracts: ## regenerate docs/events/*.schema.json and .env.example
+	.venv/bin/python scripts/generate_contracts.py
+
+bench: ## run every benchmark, results in docs/bench/
+	scripts/bench_all.sh
+
+clean:
+	rm -rf .state test-artifacts .pytest_cache

@@ -71,7 +71,6 @@ class Client:
     last_round: int = -1
     events: deque[bytes] = field(default_factory=lambda: deque(maxlen=RIDE_EVENT_QUEUE))
     behind_since: float | None = None
-    frames: int = 0
     closing: bool = False
 
     def may_see(self, rider_id: str | None) -> bool:
@@ -272,6 +271,7 @@ class Hub:
             log.info("ws_client_behind", client=client.conn.id.hex[:8], buffered=client.buffered())
         elif now - client.behind_since > self.slow_grace_s:
             client.closing = True
+            self.remove(client)  # no more work or memory for it, even before the socket is gone
             self.counters.slow_closed += 1
             metrics.SLOW_CLIENTS_CLOSED.inc()
             log.warning("ws_client_too_slow_closed", client=client.conn.id.hex[:8], buffered=client.buffered())
@@ -282,7 +282,7 @@ class Hub:
     async def _close_slow(self, client: Client) -> None:
         conn = client.conn
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(CLOSE_TOO_SLOW, "too slow: frames not read"), timeout=3.0)
+            await asyncio.wait_for(conn.close(CLOSE_TOO_SLOW, "too slow: frames not read"), timeout=1.0)
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.abort()  # a peer that never reads never acknowledges the close either
 

@@ -133,7 +133,7 @@ class LiveSocket:
             pass
         finally:
             self.hub.remove(client)
-            log.info("ws_client_left", client=conn.id.hex[:8], code=conn.close_code, frames=client.frames)
+            log.info("ws_client_left", client=conn.id.hex[:8], code=conn.close_code)
 
     async def authenticate(self, conn: ServerConnection) -> Principal:
         try:

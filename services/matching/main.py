@@ -88,6 +88,10 @@ class MatchingService:
             "expired": self.engine.expired,
             "dead_lettered": self.locations.stats.dead_lettered + self.rides.stats.dead_lettered,
             "outbox_published": self.relay.published,
+            "partitions": {
+                "locations": len(self.locations.stats.partitions),
+                "rides": len(self.rides.stats.partitions),
+            },
         }
 
     async def readiness(self) -> dict[str, bool]:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -224,3 +225,45 @@ async def rides_app(database_url: str, signer: LocalSigner) -> AsyncIterator[Any
         yield app
     finally:
         await engine.dispose()
+
+
+# -- matching as a child process (crash and scale-out tests) ---------------------------------------
+
+
+def matching_process(
+    bootstrap: str, database_url: str, port: int, log_path: Path, **settings: str
+) -> subprocess.Popen[bytes]:
+    """Start ``ridehail serve matching`` with its settings in the environment."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDEHAIL_")}
+    env.update(
+        {
+            "RIDEHAIL_KAFKA_BOOTSTRAP": bootstrap,
+            "RIDEHAIL_DATABASE_URL": database_url,
+            "RIDEHAIL_MATCHING_PORT": str(port),
+            "RIDEHAIL_LOG_FORMAT": "json",
+            "RIDEHAIL_MATCHING_ETA_MODEL": "straight_line",
+        }
+    )
+    env.update({f"RIDEHAIL_{k.upper()}": v for k, v in settings.items()})
+    out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "ridehail.cli", "serve", "matching"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def matching_stats(port: int) -> dict[str, Any] | None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            r = await client.get(f"http://127.0.0.1:{port}/stats")
+            return r.json() if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None

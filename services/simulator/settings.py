@@ -2,8 +2,68 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
+
 from ridehail.common.settings import CommonSettings
 
 
 class SimulatorSettings(CommonSettings):
-    pass
+    # -- fleet ------------------------------------------------------------------------------------
+    drivers: int = Field(
+        default=200, ge=0, le=200_000, description="Number of simulated drivers (`ridehail up --drivers N`)."
+    )
+    interval: float = Field(
+        default=1.0, gt=0.0, le=60.0, description="Seconds between two location pings of one driver."
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed: the same seed replays the same fleet movements. Unset: random."
+    )
+    driver_prefix: str = Field(
+        default="drv-",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Driver id prefix: drivers are <prefix>00001, <prefix>00002, ...",
+    )
+    gps_noise_m: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="Standard deviation of GPS noise added to pings, metres."
+    )
+    pickup_wait_s: float = Field(
+        default=5.0, ge=0.0, le=600.0, description="Seconds a driver waits at the pickup before `picked_up`."
+    )
+    mean_online_min: float = Field(
+        default=45.0,
+        ge=0.0,
+        description="Mean minutes an idle driver stays online before going offline (0: drivers never go offline).",
+    )
+    mean_offline_min: float = Field(
+        default=5.0, gt=0.0, description="Mean minutes a driver stays offline before coming back."
+    )
+    max_snap_m: float = Field(
+        default=500.0,
+        gt=0.0,
+        description="Assignments whose pickup or drop-off lies farther than this from a road are rejected.",
+    )
+    road_graph: Path | None = Field(
+        default=None, description="Road graph npz to drive on (unset: the bundled data/gothenburg.graph.npz)."
+    )
+
+    # -- riders -----------------------------------------------------------------------------------
+    riders_per_min: float = Field(
+        default=0.0, ge=0.0, le=60_000.0, description="Simulated ride requests per minute (Poisson; 0: off)."
+    )
+    rider_accounts: int = Field(
+        default=20, ge=1, le=10_000, description="Number of rider accounts the rider simulator uses."
+    )
+    rider_patience_s: float = Field(
+        default=120.0,
+        gt=0.0,
+        description="A simulated rider cancels a ride still waiting for a driver after this many seconds.",
+    )
+    rider_password: str = Field(
+        default="sim-rider-password-2024",
+        min_length=8,
+        description="Password of the simulated rider accounts (local demo accounts only).",
+    )

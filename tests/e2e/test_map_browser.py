@@ -1,0 +1,147 @@
+"""The live map in a real headless Chromium against the whole stack (`ridehail up`):
+no external request, no JS error, >= 50 cars drawn and moving, a live stats panel, and a rider who
+requests a ride with two clicks and sees it assigned within 10 s. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from ridehail.common.settings import REPO_ROOT
+from tests.fixtures.stack import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+class Browser:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.external: list[str] = []
+        self.errors: list[str] = []
+
+
+@pytest.fixture
+def browser_page(stack: RunningStack) -> Iterator[tuple[Browser, object]]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    record = Browser()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+
+        def route(r: object) -> None:
+            url = r.request.url  # type: ignore[attr-defined]
+            record.requests.append(url)
+            parsed = urlparse(url)
+            if parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname not in LOCAL_HOSTS:
+                record.external.append(url)
+                r.abort()  # type: ignore[attr-defined]
+            else:
+                r.continue_()  # type: ignore[attr-defined]
+
+        context.route("**/*", route)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: record.errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda m: record.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        try:
+            yield record, page
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "map_browser.png"))
+            context.close()
+            browser.close()
+
+
+def register_rider(stack: RunningStack) -> tuple[str, str]:
+    email = f"rider-{uuid.uuid4().hex[:8]}@example.com"
+    password = f"map-test-{uuid.uuid4().hex}"
+    r = httpx.post(stack.gateway_url + "/auth/register", json={"email": email, "password": password}, timeout=30)
+    assert r.status_code == 201, r.text
+    return email, password
+
+
+FREE_POINT_JS = """([dx, dy]) => {
+  const m = window.__ridehail.map, size = m.getSize();
+  const pos = window.__ridehail.positions();
+  for (let r = 0; r < 400; r += 15) {
+    for (let a = 0; a < 8; a++) {
+      const x = size.x / 2 + dx + r * Math.cos(a), y = size.y / 2 + dy + r * Math.sin(a);
+      const ll = m.containerPointToLatLng([x, y]);
+      let free = true;
+      for (const id in pos) {
+        const p = m.latLngToContainerPoint(pos[id]);
+        if (Math.hypot(p.x - x, p.y - y) < 20) { free = false; break; }
+      }
+      if (free) return [x, y, ll.lat, ll.lng];
+    }
+  }
+  return null;
+}"""
+
+
+def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, object]) -> None:
+    record, page = browser_page
+    page.goto(stack.gateway_url + "/")  # type: ignore[attr-defined]
+
+    page.wait_for_function("window.__ridehail && window.__ridehail.carCount() >= 50", timeout=45_000)  # type: ignore[attr-defined]
+    first = page.evaluate("window.__ridehail.positions()")  # type: ignore[attr-defined]
+    time.sleep(2)
+    second = page.evaluate("window.__ridehail.positions()")  # type: ignore[attr-defined]
+    common = set(first) & set(second)
+    moved = [i for i in common if first[i] != second[i]]
+    assert len(common) >= 50
+    assert len(moved) >= 10, f"only {len(moved)} of {len(common)} cars moved in 2 s"
+
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(() => { const s = window.__ridehail.stats();"
+        " return s.cars > 0 && s.ev_in > 0 && s.fr_out > 0 && s.p50 !== null && s.p50 !== undefined; })()",
+        timeout=15_000,
+    )
+    stats = page.evaluate("window.__ridehail.stats()")  # type: ignore[attr-defined]
+    assert int(page.inner_text("#rh-cars")) > 0  # type: ignore[attr-defined]
+    assert float(page.inner_text("#rh-evin")) > 0  # type: ignore[attr-defined]
+    assert page.inner_text("#rh-p50").endswith("ms")  # type: ignore[attr-defined]
+    assert stats["mode"] == "live"
+    assert "OpenStreetMap" in page.inner_text(".leaflet-control-attribution")  # type: ignore[attr-defined]
+
+    # a rider logs in on the page and requests a ride with two clicks
+    email, password = register_rider(stack)
+    page.fill("#rh-user", email)  # type: ignore[attr-defined]
+    page.fill("#rh-pass", password)  # type: ignore[attr-defined]
+    page.click("#rh-login button")  # type: ignore[attr-defined]
+    page.wait_for_selector("#rh-who:not([hidden])", timeout=15_000)  # type: ignore[attr-defined]
+    page.wait_for_function("window.__ridehail.connected()", timeout=15_000)  # type: ignore[attr-defined]
+    pickup = page.evaluate(FREE_POINT_JS, [-120, 0])  # type: ignore[attr-defined]
+    dropoff = page.evaluate(FREE_POINT_JS, [160, 80])  # type: ignore[attr-defined]
+    assert pickup and dropoff
+    page.mouse.click(pickup[0], pickup[1])  # type: ignore[attr-defined]
+    page.mouse.click(dropoff[0], dropoff[1])  # type: ignore[attr-defined]
+    clicked = time.monotonic()
+    page.wait_for_function("window.__ridehail.ride() !== null", timeout=10_000)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "['assigned','arrived','in_progress','completed'].includes(window.__ridehail.ride().status)",
+        timeout=max(1, 10_000 - int((time.monotonic() - clicked) * 1000)),
+    )
+    ride = page.evaluate("window.__ridehail.ride()")  # type: ignore[attr-defined]
+    assert ride["driver_id"], ride
+    assert "assigned" in page.inner_text("#rh-ride") or ride["status"] != "assigned"  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "map_ride_assigned.png"))  # type: ignore[attr-defined]
+
+    assert record.external == [], f"external requests: {record.external}"
+    assert not record.errors, record.errors
+    assert any(u.endswith("/static/leaflet/leaflet.js") for u in record.requests)

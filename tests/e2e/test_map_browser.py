@@ -31,8 +31,9 @@ class Browser:
 
 
 @pytest.fixture
-def browser_page(stack: RunningStack) -> Iterator[tuple[Browser, object]]:
-    sync_api = pytest.importorskip("playwright.sync_api")
+def browser_page() -> Iterator[tuple[Browser, object]]:
+    from playwright import sync_api
+
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is missing: apt-get install -y chromium")
     record = Browser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -17,6 +18,7 @@ from ridehail.auth.state import AuthState
 from ridehail.common.db import make_engine, make_sessionmaker, ping, wait_for_database
 from ridehail.common.health import health_router
 from ridehail.common.logging import get_logger
+from ridehail.common.postgres import to_asyncpg_dsn
 
 log = get_logger(__name__)
 
@@ -41,10 +43,16 @@ def create_app(settings: AuthSettings) -> FastAPI:
         engine_holder["engine"] = engine
         try:
             await wait_for_database(engine)
-            app.state.auth = await AuthState.start(settings, engine, make_sessionmaker(engine))
-            log.info("auth_ready", kid=app.state.auth.issuer.key_set.active.kid)
-            yield
-            await app.state.auth.close()
+            read_pool = await asyncpg.create_pool(
+                to_asyncpg_dsn(database_url), min_size=1, max_size=settings.db_pool_size
+            )
+            try:
+                app.state.auth = await AuthState.start(settings, engine, make_sessionmaker(engine), read_pool)
+                log.info("auth_ready", kid=app.state.auth.issuer.key_set.active.kid)
+                yield
+                await app.state.auth.close()
+            finally:
+                await read_pool.close()
         finally:
             await engine.dispose()
 
@@ -66,6 +74,8 @@ def create_app(settings: AuthSettings) -> FastAPI:
         log.warning("database_unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "1"})
 
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
     async def database_unreachable(_: Request, exc: OSError) -> JSONResponse:
         log.warning("database_unreachable", error=type(exc).__name__)

@@ -211,11 +211,15 @@ def build_router() -> APIRouter:
 
     @router.get("/auth/me", summary="The authenticated user", responses={**E401, **E503})
     async def me(principal: CurrentPrincipal, state: State) -> UserOut:
-        async with transaction(state.sessions) as session:
-            user = await users.by_id(session, principal.sub)
-        if user is None or not user.is_active:
+        row = await users.profile(state.read_pool, principal.sub)
+        if row is None:
             raise unauthorized("account no longer exists")
-        return _user_out(user)
+        return UserOut(
+            id=str(row["id"]),
+            email=str(row["email"]),
+            role=row["role"],  # type: ignore[arg-type]
+            created_at=row["created_at"].isoformat(),  # type: ignore[attr-defined]
+        )
 
     @router.post(
         "/auth/login-code",

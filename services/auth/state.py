@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ridehail.auth.keys import ensure_signing_key, load_key_set
@@ -46,6 +47,7 @@ class AuthState:
     ip_failures: WindowLimiter
     ip_registrations: WindowLimiter
     trusted_proxies: frozenset[str]
+    read_pool: asyncpg.Pool
     verifier: TokenVerifier = field(init=False)
     _reloader: asyncio.Task[None] | None = None
 
@@ -58,7 +60,11 @@ class AuthState:
 
     @classmethod
     async def start(
-        cls, settings: AuthSettings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+        cls,
+        settings: AuthSettings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        read_pool: asyncpg.Pool,
     ) -> AuthState:
         rotate_after = settings.key_rotation_days * 86400 or None
         await ensure_signing_key(sessions, settings.jwt_algorithm, rotate_after)
@@ -75,6 +81,7 @@ class AuthState:
             ip_failures=WindowLimiter(settings.ip_attempts_per_minute, 60.0),
             ip_registrations=WindowLimiter(settings.ip_attempts_per_minute, 60.0),
             trusted_proxies=frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip()),
+            read_pool=read_pool,
         )
         state._reloader = asyncio.create_task(state._reload_keys_forever(), name="auth-key-reload")
         return state

@@ -40,7 +40,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     old_int = signal.getsignal(signal.SIGINT)
     old_term = signal.getsignal(signal.SIGTERM)
 
-    def handler(signum: int, _frame: object) -> None:
+    def handler(_signum: int, _frame: object) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -137,8 +137,8 @@ def replay(
 
     from ridehail.replay.fileformat import RecordingError
     from ridehail.replay.replayer import (
-        ReplayError,
         Replayer,
+        ReplayError,
         ReplayOptions,
         ReplayProgress,
         parse_speed,

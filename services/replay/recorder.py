@@ -262,7 +262,8 @@ class Recorder:
                     last_record_at = time.monotonic()
                 now = time.monotonic()
                 if now - last_flush >= 1.0:
-                    self._release(writer, self._max_ts - self.window_ms)
+                    # held back at most one window: by the newest record seen, or by the clock when idle
+                    self._release(writer, max(self._max_ts, int(time.time() * 1000)) - self.window_ms)
                     writer.flush()
                     last_flush = now
                 if on_progress is not None and now - last_progress >= 0.25:

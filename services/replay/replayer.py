@@ -53,9 +53,10 @@ def rewrite_event_ts(value: bytes | None, ts_ms: int) -> bytes | None:
 
 def parse_speed(text: str) -> float | None:
     """``1``, ``10``, ``10x``, ``0.5`` -> factor; ``max`` -> None (as fast as possible)."""
-    t = text.strip().lower().removesuffix("x")
+    t = text.strip().lower()
     if t in ("max", "inf", "0"):
         return None
+    t = t.removesuffix("x")
     try:
         speed = float(t)
     except ValueError:

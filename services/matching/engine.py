@@ -82,6 +82,7 @@ class MatchingEngine:
         self.meter = m.RateMeter()
         self.assigned = 0
         self.expired = 0
+        self.claim_conflicts = 0
 
     # -- state from Postgres -----------------------------------------------------------------------
     async def rebuild(self) -> None:
@@ -275,6 +276,7 @@ class MatchingEngine:
         position = await store.claim_driver(session, driver_id, ride.ride_id)
         if position is None:
             m.CLAIM_CONFLICTS.inc()
+            self.claim_conflicts += 1
             return "driver_taken"
         moved = await store.set_ride_status(
             session, ride.ride_id, ["requested"], "assigned", "assigned_at", driver_id=driver_id

@@ -86,6 +86,7 @@ class MatchingService:
             "eta_model": self.engine.eta.name,
             "assigned": self.engine.assigned,
             "expired": self.engine.expired,
+            "claim_conflicts": self.engine.claim_conflicts,
             "dead_lettered": self.locations.stats.dead_lettered + self.rides.stats.dead_lettered,
             "outbox_published": self.relay.published,
             "partitions": {

@@ -49,7 +49,7 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"typ
 BEARER = {"WWW-Authenticate": {"description": "Bearer challenge", "schema": {"type": "string"}}}
 E401 = {401: _err("Missing, invalid or expired credentials", BEARER)}
 E403 = {403: _err("Authenticated, but the role may not do this")}
-E413 = {413: _err("Request body too large")}
+E413 = {400: _err("Body could not be parsed (e.g. not UTF-8)"), 413: _err("Request body too large")}
 E429 = {429: _err("Too many attempts; retry after the given seconds", RETRY_AFTER)}
 E503 = {503: _err("Database unavailable")}
 

@@ -23,6 +23,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--riders-per-min", help="Ride requests per minute through the REST API (default 0)."
         ),
         prefix: str = typer.Option(None, "--prefix", help="Driver id prefix (default drv-)."),
+        speedup: float = typer.Option(None, "--speedup", help="Simulated seconds per real second (default 1)."),
     ) -> None:
         """Drive a fleet on Gothenburg's streets against any Kafka broker (no HTTP server)."""
         import asyncio
@@ -42,6 +43,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 "kafka_bootstrap": bootstrap,
                 "riders_per_min": riders_per_min,
                 "driver_prefix": prefix,
+                "time_scale": speedup,
             }.items()
             if v is not None
         }

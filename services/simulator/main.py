@@ -42,7 +42,7 @@ class SimulatorService:
         self.fleet = Fleet(self.graph, fleet_config_from(settings, **fleet_overrides))
         self.producer = EventProducer(settings.bootstrap, instance)
         self.dlq_producer = EventProducer(settings.bootstrap, f"{instance}-dlq")
-        self.runner = FleetRunner(self.fleet, self.producer)
+        self.runner = FleetRunner(self.fleet, self.producer, time_scale=settings.time_scale)
         group = f"ridehail-simulator-{self.fleet.config.prefix.rstrip('-_.:') or 'drv'}"
         self.consumer, self.handler = make_consumer(
             settings.bootstrap, self.fleet, self.runner, self.dlq_producer, group

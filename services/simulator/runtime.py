@@ -53,15 +53,18 @@ class LoopStats:
 class FleetRunner:
     """Steps a :class:`Fleet` in real time and produces what it emits."""
 
-    def __init__(self, fleet: Fleet, producer: EventProducer) -> None:
+    def __init__(self, fleet: Fleet, producer: EventProducer, time_scale: float = 1.0) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
         self.fleet = fleet
         self.producer = producer
+        self.time_scale = time_scale  # fleet seconds per wall second (demos and tests speed up)
         self.stats = LoopStats()
-        self._clock_origin = 0.0
+        self._clock_origin = time.monotonic()
 
     def now(self) -> float:
-        """Fleet time: seconds since the runner started (monotonic)."""
-        return time.monotonic() - self._clock_origin
+        """Fleet time: seconds since the runner was created (monotonic), times ``time_scale``."""
+        return (time.monotonic() - self._clock_origin) * self.time_scale
 
     def flush_step(self, now: float) -> None:
         out = self.fleet.step(now)
@@ -79,12 +82,11 @@ class FleetRunner:
         PINGS.inc(len(out.pings))
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._clock_origin = time.monotonic() - 0.0
         tick = self.fleet.tick_s
-        next_at = 0.0
+        next_at = self.now()
         while not stop.is_set():
             now = self.now()
-            lag = now - next_at
+            lag = (now - next_at) / self.time_scale
             if lag > self.fleet.config.interval:
                 log.warning("ping_loop_behind", lag_s=round(lag, 2))
                 next_at = now  # drop the backlog instead of bursting
@@ -95,7 +97,7 @@ class FleetRunner:
                 for status, n in self.fleet.status_counts().items():
                     DRIVERS.labels(status).set(n)
             next_at += tick
-            delay = next_at - self.now()
+            delay = (next_at - self.now()) / self.time_scale
             if delay > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)

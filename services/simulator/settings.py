@@ -46,6 +46,12 @@ class SimulatorSettings(CommonSettings):
         gt=0.0,
         description="Assignments whose pickup or drop-off lies farther than this from a road are rejected.",
     )
+    time_scale: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=100.0,
+        description="Simulated seconds per real second (>1 speeds up trips; pings stay every INTERVAL simulated s).",
+    )
     road_graph: Path | None = Field(
         default=None, description="Road graph npz to drive on (unset: the bundled data/gothenburg.graph.npz)."
     )

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,26 +58,32 @@ class StraightLineEta:
 
 
 class RoadEta:
-    """Road-network travel time: drivers and pickups snap to their nearest intersection."""
+    """Road-network travel time: drivers and pickups snap to their nearest intersection, then one
+    bounded Dijkstra per pickup on the reversed graph gives every driver's time to it."""
 
     name = "road_network"
 
-    def __init__(self, graph: object, fallback: StraightLineEta | None = None) -> None:
+    def __init__(self, graph: Any, limit_s: float = 1800.0, fallback: StraightLineEta | None = None) -> None:
         self.graph = graph
+        self.limit_s = limit_s
         self.fallback = fallback or StraightLineEta()
 
     def matrix(self, pickups: Array, drivers: Array) -> Array:
         if len(pickups) == 0 or len(drivers) == 0:
             return np.zeros((len(pickups), len(drivers)))
         g = self.graph
-        driver_nodes = np.array([g.nearest_node(lat, lon) for lat, lon in drivers])  # type: ignore[attr-defined]
-        out = np.empty((len(pickups), len(drivers)))
+        driver_nodes = g.nearest_nodes(drivers[:, 0], drivers[:, 1])
+        pickup_nodes = g.nearest_nodes(pickups[:, 0], pickups[:, 1])
         straight = self.fallback.matrix(pickups, drivers)
-        for i, (lat, lon) in enumerate(pickups):
-            node = g.nearest_node(lat, lon)  # type: ignore[attr-defined]
-            times = np.asarray(g.etas_to(node, driver_nodes), dtype=np.float64)  # type: ignore[attr-defined]
-            # unreachable (inf) or off-graph: fall back to the straight-line estimate
-            out[i] = np.where(np.isfinite(times), times, straight[i])
+        out = np.empty((len(pickups), len(drivers)))
+        cache: dict[int, Array] = {}
+        for i, node in enumerate(pickup_nodes):
+            times = cache.get(int(node))
+            if times is None:
+                times = np.asarray(g.etas_to(int(node), driver_nodes, limit_s=self.limit_s), dtype=np.float64)
+                cache[int(node)] = times
+            # beyond the search limit: keep the driver, ranked behind every reachable one
+            out[i] = np.where(np.isfinite(times), times, self.limit_s + straight[i])
         return out
 
 
@@ -89,8 +95,6 @@ def make_eta_model(kind: str = "auto") -> EtaModel:
         from ridehail.common.roads import RoadGraph
 
         graph = RoadGraph.load()
-        if not hasattr(graph, "etas_to"):
-            raise AttributeError("RoadGraph has no etas_to(node, nodes)")
         return RoadEta(graph)
     except Exception as exc:
         if kind == "road_network":

@@ -222,7 +222,12 @@ class Replayer:
             producer_config(
                 self.bootstrap,
                 self.options.client_id,
-                **{"linger.ms": 5 if self.options.speed is not None else 20, "batch.size": 1_000_000},
+                **{
+                    "linger.ms": 5 if self.options.speed is not None else 20,
+                    "batch.size": 1_000_000,
+                    # Only failures get a delivery report: successes are counted as sent - failed.
+                    "delivery.report.only.error": True,
+                },
             )
         )
 
@@ -243,9 +248,7 @@ class Replayer:
         return counts
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.result.delivered += 1
-        else:
+        if err is not None:
             self.result.failed += 1
             if self.result.first_error is None:
                 self.result.first_error = err.str()
@@ -315,6 +318,7 @@ class Replayer:
         if remaining:
             self.result.failed += remaining
             self.result.first_error = self.result.first_error or f"{remaining} record(s) not acknowledged within 30 s"
+        self.result.delivered = self.result.sent - self.result.failed
 
     def _one_pass(
         self,
@@ -349,6 +353,7 @@ class Replayer:
         next_report = perf() + 0.2
         now_ms = int(time.time() * 1000)
         marker = (REPLAY_HEADER, REPLAY_HEADER_VALUE)
+        marker_only = [marker]  # the client copies headers, so one list serves every record
 
         def want(fh: FrameHeader) -> bool:
             if bounds is None or (opts.time_from is None and opts.time_to is None):
@@ -396,7 +401,7 @@ class Replayer:
                         headers = [h for h in headers if h[0] != REPLAY_HEADER]
                         headers.append(marker)
                     else:
-                        headers = [marker]
+                        headers = marker_only
                     value = rec.value if keep_ts else rewrite_event_ts(rec.value, now_ms)
                     partition = rec.partition if keep_partition[rec.topic] else -1
                     while True:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,10 @@ Log in with the OAuth2 password flow at `POST /auth/token`; send the access toke
 `Authorization: Bearer <token>`. Every other service verifies tokens offline with the keys
 published at `/.well-known/jwks.json`.
 """
+
+
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def create_app(settings: AuthSettings) -> FastAPI:
@@ -67,6 +72,19 @@ def create_app(settings: AuthSettings) -> FastAPI:
     async def readiness() -> dict[str, bool]:
         engine = engine_holder.get("engine")
         return {"database": engine is not None and await ping(engine)}
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 without echoing inputs (they may hold passwords or text UTF-8 cannot encode)."""
+        detail = [
+            {
+                "loc": [_safe(str(part)) if isinstance(part, str) else part for part in err.get("loc", ())],
+                "msg": _safe(str(err.get("msg", "invalid"))),
+                "type": _safe(str(err.get("type", "value_error"))),
+            }
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ridehail.auth.passwords import MAX_LENGTH, MIN_LENGTH, check_password_policy
+from ridehail.auth.passwords import MAX_LENGTH, MIN_LENGTH, check_password_policy, has_unsafe_characters
 
 # local@domain.tld with no whitespace, control characters or extra "@" (RFC 5321 length limit)
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+$"
@@ -31,6 +31,8 @@ class RegisterRequest(_Strict):
     @field_validator("email")
     @classmethod
     def _normalise(cls, value: str) -> str:
+        if has_unsafe_characters(value):
+            raise ValueError("email contains control or invalid characters")
         return normalise_email(value)
 
     @model_validator(mode="after")

@@ -71,7 +71,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--bootstrap", help="Kafka to use (default: start an embedded broker on a free port)."
         ),
         interval: float = typer.Option(1.0, "--interval", help="Seconds between pings of one driver."),
-        warmup: float = typer.Option(8.0, "--warmup", help="Seconds to run before measuring (initial routing)."),
+        warmup: float = typer.Option(10.0, "--warmup", help="Seconds to run before measuring (initial routing)."),
         seed: int = typer.Option(42, "--seed", help="Random seed."),
     ) -> None:
         """Fleet throughput, CPU and memory against the real broker (target: 10k drivers at 1 Hz,

@@ -73,7 +73,7 @@ class FleetConfig:
     speed_factor_min: float = 0.7  # per edge: drive at 70-100 % of the edge's free-flow speed
     slots: int = 10
     seq_start: int = 0  # first seq of every driver (the service uses the wall clock in ms)
-    routes_per_step: int = 256  # cruise routes computed per step at most (spreads start-up cost)
+    routes_per_step: int = 128  # cruise routes computed per step at most (spreads start-up cost)
 
 
 @dataclass(slots=True)

@@ -162,9 +162,7 @@ class RoadGraph:
             raise RoutingError(f"no path from node {a} to node {b}")
         return self._route_from_nodes(self._backtrack(pred, a, b))
 
-    def routes_within(
-        self, sources: Sequence[int], max_time_s: float
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def routes_within(self, sources: Sequence[int], max_time_s: float) -> tuple[np.ndarray, np.ndarray]:
         """One bounded Dijkstra per source, in a single call: (times, predecessors), each of shape
         (len(sources), n); nodes beyond ``max_time_s`` are ``inf``. Use :meth:`path_to` to extract."""
         idx = np.asarray([self._check(s) for s in sources], dtype=np.int64)

@@ -120,13 +120,16 @@ async def _measure(base: str, clients: int, me_requests: int, logins: int) -> di
         # -- in-process verification over distinct real tokens -------------------------------------
         verifier = TokenVerifier(f"{base}/.well-known/jwks.json")
         await verifier.verify(tokens[0])
-        rounds, n, started = 0, len(tokens), time.perf_counter()
-        while time.perf_counter() - started < 3.0:
-            for token in tokens:
-                verifier.verify_sync(token)
-            rounds += 1
-        verify_s = time.perf_counter() - started
-        verify_per_s = rounds * n / verify_s
+        n, trials = len(tokens), []
+        for _ in range(5):  # five 1-second trials; the median resists a neighbour's CPU burst
+            rounds, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                for token in tokens:
+                    verifier.verify_sync(token)
+                rounds += 1
+            trials.append(rounds * n / (time.perf_counter() - started))
+        verify_per_s = statistics.median(trials)
+        verify_best = max(trials)
 
     # -- GET /auth/me from many concurrent keep-alive connections -------------------------------------
     latencies: list[float] = []
@@ -144,6 +147,7 @@ async def _measure(base: str, clients: int, me_requests: int, logins: int) -> di
     return {
         "login_per_s": round(logins / login_s, 1),
         "verify_per_s": round(verify_per_s),
+        "verify_per_s_best": round(verify_best),
         "me_p50_ms": round(statistics.median(latencies), 2),
         "me_p99_ms": round(_percentile(latencies, 99), 2),
         "me_max_ms": round(max(latencies), 2),
@@ -160,6 +164,7 @@ def run_bench(
 ) -> dict[str, Any]:
     from ridehail.auth.settings import AuthSettings
 
+    load_at_start = round(os.getloadavg()[0], 2)
     name = f"ridehail_bench_auth_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
     bench_url = _with_database(database_url, name)
@@ -200,6 +205,7 @@ def run_bench(
         },
         "server": "uvicorn, 1 process (separate from the client process)",
         "cpu_count": os.cpu_count(),
+        "loadavg_1m_at_start": load_at_start,
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 
 from ridehail.auth import users
 from ridehail.auth.demo import consume_login_code, create_login_code
@@ -95,12 +95,17 @@ def _verifier(request: Request) -> Any:
     return get_state(request).verifier
 
 
-async def current_principal(request: Request) -> Principal:
+# declares the bearer scheme in OpenAPI (the "Authorize" button in /docs); verification is ours
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+DeclaredBearer = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+async def current_principal(request: Request, _: DeclaredBearer) -> Principal:
     """Any valid access token."""
     return await require_principal(lambda: _verifier(request))(request)
 
 
-async def admin_principal(request: Request) -> Principal:
+async def admin_principal(request: Request, _: DeclaredBearer) -> Principal:
     """A valid access token with role admin."""
     return await require_principal(lambda: _verifier(request), {"admin"})(request)
 

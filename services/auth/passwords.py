@@ -87,5 +87,5 @@ class PasswordHasher:
         """Spend the same work as a real verification (for unknown users); always False."""
         if self._dummy_hash is None:
             self._dummy_hash = self.hash("dummy-password-for-timing-equalisation")
-        self._hash.verify(password, self._dummy_hash)
+        self._hash.verify(password.encode("utf-8", "surrogatepass"), self._dummy_hash)
         return False

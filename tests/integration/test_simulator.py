@@ -9,10 +9,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+import asyncpg
+import httpx
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Message
+from fastapi import FastAPI
 
 from ridehail.common.events import (
     DriverLocation,
@@ -29,7 +33,10 @@ from ridehail.common.roads import RoadGraph
 from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
 from ridehail.simulator.fleet import Fleet, FleetConfig
 from ridehail.simulator.legs import remainder_to_next_node
+from ridehail.simulator.riders import RiderSimulator
 from ridehail.simulator.runtime import FleetRunner, make_consumer
+from tests.conftest import free_port
+from tests.fixtures.auth import AuthService
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +231,83 @@ async def test_bad_assignments_are_dead_lettered_and_the_fleet_keeps_going(
             with contextlib.suppress(Exception):
                 c.close()
         producer.close(5)
+
+
+# -- riders through the real REST API -----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gateway_rides_api(database_url: str, jwks_url: str) -> AsyncIterator[FastAPI]:
+    """The gateway's rides router on the session database, verifying tokens of the real auth."""
+    from ridehail.common.auth_tokens import TokenVerifier
+    from ridehail.common.db import make_engine, make_sessionmaker
+    from ridehail.gateway.rides import router
+
+    engine = make_engine(database_url)
+    app = FastAPI()
+    app.include_router(router)
+    app.state.ctx = SimpleNamespace(
+        session_factory=make_sessionmaker(engine), verifier=TokenVerifier(jwks_url), relay=None
+    )
+    try:
+        yield app
+    finally:
+        await engine.dispose()
+
+
+async def test_riders_request_and_cancel_rides_as_authenticated_users(
+    auth_service: AuthService, database_url: str, pg: asyncpg.Connection
+) -> None:
+    gateway = "http://gateway.test"
+    async with (
+        gateway_rides_api(database_url, auth_service.jwks_url) as app,
+        httpx.AsyncClient(mounts={gateway: httpx.ASGITransport(app=app)}, timeout=httpx.Timeout(30.0)) as client,
+    ):
+        riders = RiderSimulator(
+            RoadGraph.load(),
+            auth_service.base_url,
+            gateway,
+            rides_per_min=240.0,
+            accounts=2,
+            patience_s=1.0,
+            seed=4,
+            email_prefix=f"it-rider-{uuid.uuid4().hex[:6]}",
+            poll_interval_s=0.3,
+            client=client,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(riders.run(stop))
+        deadline = time.monotonic() + 60
+        while riders.stats.cancelled < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+    assert riders.stats.accepted >= 2, riders.stats
+    assert riders.stats.cancelled >= 2, riders.stats
+    rows = await pg.fetch(
+        "SELECT r.ride_id, r.status, r.pickup_lat, r.pickup_lon, u.email FROM rides r "
+        "JOIN users u ON u.id::text = r.rider_id WHERE u.email LIKE $1",
+        riders.accounts[0].email.split("-0001@")[0] + "%",
+    )
+    assert len(rows) == riders.stats.accepted  # every accepted ride is in the database, as its rider's
+    assert sum(1 for r in rows if r["status"] == "cancelled") >= 2
+    graph = RoadGraph.load()
+    for r in rows:
+        node, dist = graph.nearest_node_with_distance(r["pickup_lat"], r["pickup_lon"])
+        assert dist < 1.0  # pickups are intersections of the road network
+
+
+async def test_riders_survive_an_unreachable_api() -> None:
+    port = free_port()  # nothing listens here
+    riders = RiderSimulator(
+        RoadGraph.load(), f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}", rides_per_min=600.0, seed=1
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(riders.run(stop))
+    deadline = time.monotonic() + 20
+    while riders.stats.failed < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task  # no exception escaped
+    assert riders.stats.failed >= 2 and riders.stats.accepted == 0
+    assert riders._backoff_s >= 2.0  # exponential backoff after repeated refusals

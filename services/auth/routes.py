@@ -148,20 +148,29 @@ def build_router() -> APIRouter:
         wait = max(ip_wait, account_wait)
         if wait:
             raise too_many(wait, "too many failed logins; retry later")
-        user: User | None = None
-        plausible = len(form.password) <= MAX_LENGTH and not has_unsafe_characters(email + form.password)
-        if plausible:
-            async with transaction(state.sessions) as session:
-                user = await users.by_email(session, email)
-        if user is not None and user.is_active:
-            ok, new_hash = await run_in_threadpool(state.hasher.verify_and_update, form.password, user.password_hash)
-        else:
-            ok, new_hash = await run_in_threadpool(state.hasher.dummy_verify, form.password[:MAX_LENGTH]), None
-        if not ok or user is None:
-            state.account_backoff.failure(email)
-            state.ip_failures.record(address)
-            log.info("login_failed", client=address)
-            raise unauthorized(BAD_CREDENTIALS, "invalid_grant")
+        if email in state.logins_in_flight:
+            # one password check per account at a time: parallel guesses cannot outrun the backoff
+            raise too_many(1.0, "another login for this account is in progress")
+        state.logins_in_flight.add(email)
+        try:
+            user: User | None = None
+            plausible = len(form.password) <= MAX_LENGTH and not has_unsafe_characters(email + form.password)
+            if plausible:
+                async with transaction(state.sessions) as session:
+                    user = await users.by_email(session, email)
+            if user is not None and user.is_active:
+                ok, new_hash = await run_in_threadpool(
+                    state.hasher.verify_and_update, form.password, user.password_hash
+                )
+            else:
+                ok, new_hash = await run_in_threadpool(state.hasher.dummy_verify, form.password[:MAX_LENGTH]), None
+            if not ok or user is None:
+                state.account_backoff.failure(email)
+                state.ip_failures.record(address)
+                log.info("login_failed", client=address)
+                raise unauthorized(BAD_CREDENTIALS, "invalid_grant")
+        finally:
+            state.logins_in_flight.discard(email)
         state.account_backoff.success(email)
         async with transaction(state.sessions) as session:
             if new_hash:

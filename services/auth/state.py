@@ -49,6 +49,7 @@ class AuthState:
     trusted_proxies: frozenset[str]
     read_pool: asyncpg.Pool
     verifier: TokenVerifier = field(init=False)
+    logins_in_flight: set[str] = field(default_factory=set)
     _reloader: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:

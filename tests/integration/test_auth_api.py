@@ -523,3 +523,17 @@ def test_fixture_issue_token_gives_real_tokens(issue_token: Any, auth_service: A
         assert claims_of(token)["role"] == role
         assert httpx.get(f"{auth_service.base_url}/auth/me", headers=bearer(token)).status_code == 200
     assert TEST_PASSWORD
+
+
+async def test_one_password_check_per_account_at_a_time(strict_auth: AuthService) -> None:
+    async with httpx.AsyncClient(base_url=strict_auth.base_url) as c:
+        email = new_email()
+        assert (await register(c, email)).status_code == 201
+        strict_auth.state.logins_in_flight.add(email)  # as if a check for this account were running
+        try:
+            parallel = await login(c, email)
+            assert parallel.status_code == 429 and parallel.headers["retry-after"] == "1"
+        finally:
+            strict_auth.state.logins_in_flight.discard(email)
+        assert (await login(c, email)).status_code == 200
+        assert not strict_auth.state.logins_in_flight

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ridehail.matching.eta import Array, EtaModel, distance_matrix_m
+from ridehail.matching.eta import Array, EtaModel, StraightLineEta, distance_matrix_m
 
 INFEASIBLE = 1e9
 
@@ -57,9 +57,13 @@ def _cost_matrix(
 ) -> Array:
     pickups = np.array([(r.lat, r.lon) for r in riders], dtype=np.float64).reshape(-1, 2)
     positions = np.array([(d.lat, d.lon) for d in drivers], dtype=np.float64).reshape(-1, 2)
-    cost = np.asarray(eta.matrix(pickups, positions), dtype=np.float64)
-    too_far = distance_matrix_m(pickups, positions) > radius_m
-    return np.where(too_far, INFEASIBLE, cost)
+    distance = distance_matrix_m(pickups, positions)
+    if isinstance(eta, StraightLineEta):
+        cost = eta.from_distance(distance)
+    else:
+        cost = np.asarray(eta.matrix(pickups, positions), dtype=np.float64)
+    cost[distance > radius_m] = INFEASIBLE
+    return cost
 
 
 def greedy_assign(

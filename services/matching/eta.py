@@ -33,13 +33,17 @@ class EtaModel(Protocol):
 
 
 def distance_matrix_m(a: Array, b: Array) -> Array:
-    """Great-circle distances in metres between every row of ``a`` and every row of ``b``."""
+    """Distances in metres between every row of ``a`` and every row of ``b`` (lat/lon degrees).
+
+    Equirectangular projection around each pair's mean latitude: within 0.1 % of the great-circle
+    distance at city scale (tens of km), and several times cheaper than haversine on big matrices.
+    """
     lat1 = np.radians(a[:, 0])[:, None]
-    lon1 = np.radians(a[:, 1])[:, None]
     lat2 = np.radians(b[:, 0])[None, :]
-    lon2 = np.radians(b[:, 1])[None, :]
-    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    dlon = np.radians(b[:, 1])[None, :] - np.radians(a[:, 1])[:, None]
+    x = dlon * np.cos((lat1 + lat2) * 0.5)
+    y = lat2 - lat1
+    return EARTH_RADIUS_M * np.sqrt(x * x + y * y)
 
 
 class StraightLineEta:
@@ -54,7 +58,10 @@ class StraightLineEta:
     def matrix(self, pickups: Array, drivers: Array) -> Array:
         if len(pickups) == 0 or len(drivers) == 0:
             return np.zeros((len(pickups), len(drivers)))
-        return distance_matrix_m(pickups, drivers) * (self.detour / self.speed_mps)
+        return self.from_distance(distance_matrix_m(pickups, drivers))
+
+    def from_distance(self, distance_m: Array) -> Array:
+        return distance_m * (self.detour / self.speed_mps)
 
 
 class RoadEta:

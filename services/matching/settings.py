@@ -42,7 +42,7 @@ class MatchingSettings(CommonSettings):
         default="ridehail-matching", description="Consumer group prefix (instances sharing it split the work)."
     )
     matching_location_batch_max: int = Field(
-        default=5000, ge=1, le=100_000, description="Location consumer: most pings per batch."
+        default=20_000, ge=1, le=100_000, description="Location consumer: most pings per batch."
     )
     matching_location_batch_timeout_ms: int = Field(
         default=100, ge=1, le=10_000, description="Location consumer: longest wait to fill a batch."

@@ -100,7 +100,10 @@ class HubCounters:
     bytes_out: int = 0
     collapsed: int = 0
     slow_closed: int = 0
+    round_errors: int = 0
     newest_ping_ts: int = 0
+    # recent ping-to-write latencies (ms), sampled per round, for benchmarks and the stats endpoint
+    write_latency_ms: deque[int] = field(default_factory=lambda: deque(maxlen=4000))
 
 
 class Hub:
@@ -211,11 +214,13 @@ class Hub:
         if changed:
             step = max(1, len(changed) // E2E_SAMPLES_PER_ROUND)
             for car in changed[::step]:
-                metrics.E2E_LATENCY.observe(max(0, now_ms - car.ts) / 1000)
+                lat_ms = max(0, now_ms - car.ts)
+                metrics.E2E_LATENCY.observe(lat_ms / 1000)
+                self.counters.write_latency_ms.append(lat_ms)
 
         shared: dict[BBox, bytes] = {}  # viewport -> whole frame, for up-to-date clients with no events
         groups: dict[bytes, list[ServerConnection]] = {}
-        for client in self.clients:
+        for client in list(self.clients):  # _behind() may remove a client
             if client.closing:
                 continue
             if client.buffered() > self.write_limit:

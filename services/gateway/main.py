@@ -36,6 +36,7 @@ async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event) -> None:
         try:
             hub.frame_round()
         except Exception as exc:  # a bug in one round must not end the live map
+            hub.counters.round_errors += 1
             log.error("frame_round_failed", error=repr(exc)[:300])
         delay = next_at - time.monotonic()
         if delay < 0:

@@ -165,6 +165,21 @@ def test_assigned_driver_goes_to_pickup_then_dropoff_in_order(graph: RoadGraph, 
     assert d is not None and d.status is Status.AVAILABLE and d.ride is None
 
 
+def test_reassigned_driver_continues_from_where_it_is(graph: RoadGraph, roads: RoadIndex) -> None:
+    fleet = Fleet(graph, config(drivers=10))
+    list(run(fleet, 30.0))  # every driver is mid-cruise somewhere along a road
+    for index in range(10):
+        d = fleet.drivers[index]
+        fleet._catch_up(d, 30.0)  # where the driver is at the assignment's instant
+        before = position(d.leg, d.cursor)[:2]
+        _assign_nearby(fleet, graph, 30.0, driver_index=index)
+        after = position(d.leg, d.cursor)[:2]
+        assert after == pytest.approx(before, abs=1e-9)  # no jump to an intersection
+        lat = np.array(d.leg.lat)
+        lon = np.array(d.leg.lon)
+        assert float(roads.distance_m(lat, lon).max()) < 1.5  # the new leg follows the roads
+
+
 def test_cancel_frees_the_driver(graph: RoadGraph) -> None:
     fleet = Fleet(graph, config(drivers=2))
     driver_id, ride_id, _, _ = _assign_nearby(fleet, graph, 0.0)
@@ -277,3 +292,21 @@ def test_interpolation_stays_on_the_polyline(
     one = Cursor()
     advance(leg, one, elapsed)
     assert position(leg, one)[:2] == pytest.approx(position(leg, cur)[:2], abs=1e-9)
+
+
+def test_settings_size_the_fleet_and_seq_starts_at_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from ridehail.common.settings import load_settings
+    from ridehail.simulator.runtime import fleet_config_from
+    from ridehail.simulator.settings import SimulatorSettings
+
+    monkeypatch.setenv("RIDEHAIL_DRIVERS", "37")  # what `ridehail up --drivers 37` sets
+    monkeypatch.setenv("RIDEHAIL_DRIVER_PREFIX", "cab-")
+    monkeypatch.setenv("RIDEHAIL_SEED", "9")
+    cfg = fleet_config_from(load_settings(SimulatorSettings))
+    assert (cfg.drivers, cfg.prefix, cfg.seed, cfg.interval) == (37, "cab-", 9, 1.0)
+    assert abs(cfg.seq_start - time.time() * 1000) < 60_000  # a restart never reuses old seq numbers
+    monkeypatch.setenv("RIDEHAIL_DRIVERS", "-1")
+    with pytest.raises(SystemExit, match="RIDEHAIL_DRIVERS"):
+        load_settings(SimulatorSettings)

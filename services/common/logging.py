@@ -44,7 +44,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", service: str | 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "websockets.server", "httpx", "alembic.runtime.migration"):
+    for noisy in ("uvicorn.access", "websockets.server", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     if service:
         structlog.contextvars.bind_contextvars(service=service)

@@ -9,6 +9,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
     @app.command()
     def up(
         drivers: int = typer.Option(None, "--drivers", "-n", help="Fleet size (default RIDEHAIL_DRIVERS, 200)."),
+        riders_per_min: float = typer.Option(
+            30.0, "--riders-per-min", help="Simulated ride requests per minute (0 turns riders off)."
+        ),
+        seed: int = typer.Option(None, "--seed", help="Simulator seed (same seed, same fleet movements)."),
         without: list[str] = typer.Option(
             [], "--without", help="Leave a service out (auth, matching, gateway, simulator); repeatable."
         ),
@@ -27,5 +31,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         if drivers is not None and drivers < 0:
             raise typer.BadParameter("--drivers must be >= 0")
         services = tuple(s for s in SERVICE_ORDER if s not in without)
-        options = StackOptions(drivers=drivers, services=services, ready_timeout_s=ready_timeout)
+        if riders_per_min < 0:
+            raise typer.BadParameter("--riders-per-min must be >= 0")
+        extra = {"RIDEHAIL_RIDERS_PER_MIN": str(riders_per_min)}
+        if seed is not None:
+            extra["RIDEHAIL_SEED"] = str(seed)
+        options = StackOptions(drivers=drivers, services=services, ready_timeout_s=ready_timeout, extra_env=extra)
         raise typer.Exit(run_stack(settings, options))

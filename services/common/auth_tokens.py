@@ -252,6 +252,7 @@ class TokenVerifier:
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[bool] | None = None
         self.fetches = 0
 
     @property
@@ -284,10 +285,16 @@ class TokenVerifier:
             log.info("jwks_fetched", url=self.jwks_url, kids=sorted(keys))
             return True
 
+    def _is_stale(self) -> bool:
+        return self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age_s
+
     async def verify(self, token: str, *, expected_type: str = "access") -> Principal:
-        """Verify ``token``; fetches the JWKS first if it is empty, stale, or lacks the token's kid."""
-        if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age_s:
+        """Verify ``token``. Fetches the JWKS first if none is cached or the token's kid is unknown;
+        a stale cache is refreshed in the background while the cached keys keep serving."""
+        if not self._keys:
             await self.refresh()
+        elif self._is_stale() and (self._background is None or self._background.done()):
+            self._background = asyncio.create_task(self.refresh(), name="jwks-refresh")
         kid = unverified_kid(token) if isinstance(token, str) else None
         if kid is not None and kid not in self._keys:
             await self.refresh()

@@ -364,3 +364,19 @@ async def test_require_principal_answers_401_and_403(key_set: KeySet, issuer: To
         rider = issuer.access("r1", "rider").token
         response = await client.get("/rides", headers={"Authorization": f"Bearer {rider}"})
         assert response.status_code == 200 and response.json() == {"sub": "r1"}
+
+
+async def test_stale_cache_is_refreshed_in_the_background(jwks_server: _JwksServer) -> None:
+    old, new = make_key_set(), make_key_set()
+    jwks_server.jwks = old.jwks
+    verifier = TokenVerifier(jwks_server.url, max_age_s=0.0, min_refresh_interval_s=0.0)
+    await verifier.verify(sign(old, claims()))
+    assert jwks_server.requests == 1
+    jwks_server.jwks = new.jwks  # the old key was dropped upstream
+    # served from the stale cache at once; the refresh runs behind it
+    assert (await verifier.verify(sign(old, claims()))).role == "rider"
+    assert verifier._background is not None
+    await verifier._background
+    assert jwks_server.requests == 2 and verifier.kids == {new.active.kid}
+    with pytest.raises(InvalidToken):
+        verifier.verify_sync(sign(old, claims()))

@@ -95,6 +95,7 @@ class OutboxRelay:
         listener = await self._listen()
         try:
             while not stop.is_set():
+                self._wake.clear()  # a commit landing during this pass sets it again: no lost wake-up
                 try:
                     n = await self.publish_once()
                 except Exception as exc:  # database or broker away: retry, never die
@@ -103,7 +104,6 @@ class OutboxRelay:
                     await _sleep_or_stop(stop, 1.0)
                 if n >= self._batch:
                     continue  # more waiting: no sleep
-                self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
@@ -117,9 +117,8 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """One pass: publish up to ``batch_size`` rows in order and mark them; returns the count."""
         async with self._factory() as session, session.begin():
-            locked = (await session.execute(text(f"SELECT pg_try_advisory_xact_lock({RELAY_LOCK_ID})"))).scalar()
-            if not locked:
-                return 0  # another relay is publishing; it will take these rows
+            # Wait for any other relay's pass to finish: one publisher at a time keeps the order.
+            await session.execute(text(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_ID})"))
             rows = (
                 await session.execute(
                     text(

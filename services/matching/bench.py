@@ -32,7 +32,7 @@ import numpy as np
 from ridehail.common.events import DriverLocation, RideAssigned, RideExpired, encode
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
+from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.matching.assignment import (
     DriverCandidate,
     RiderRequest,
@@ -234,6 +234,13 @@ async def bench_assign(
             outcome[e.ride_id].add("expired")
 
     collector = EventCollector(bootstrap, [RIDE_EVENT.name], on_event=on_event).start()
+    requested_seen: dict[str, float] = {}
+
+    def on_request(item: Any) -> None:
+        if item.event is not None:
+            requested_seen.setdefault(item.event.ride_id, item.received_at)
+
+    request_collector = EventCollector(bootstrap, [RIDE_REQUEST.name], on_event=on_request).start()
     signer = LocalSigner()
     rng = np.random.default_rng(2)
     db = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -253,6 +260,7 @@ async def bench_assign(
         if not await wait_until(lambda: _stat_equals(port, "drivers_available", drivers), 30):
             raise RuntimeError("matching index did not load the fleet")
         collector.wait_ready()
+        request_collector.wait_ready()
 
         async with rides_app(database_url, signer) as app:
             relay = OutboxRelay(
@@ -311,6 +319,21 @@ async def bench_assign(
             "SELECT count(*) FROM (SELECT driver_id FROM rides WHERE driver_id IS NOT NULL "
             "GROUP BY driver_id HAVING count(*) > 1) AS d"
         )
+        committed = {
+            r["ride_id"]: r["t"]
+            for r in await db.fetch(
+                "SELECT ride_id, extract(epoch from assigned_at)::float8 AS t FROM rides WHERE assigned_at IS NOT NULL"
+            )
+        }
+        ok = [r for r in accepted if r in seen and r in requested_seen and r in committed]
+        hops = {
+            "gateway_relay": [(requested_seen[r] - accepted[r]) * 1000 for r in ok],
+            "matching": [(committed[r] - requested_seen[r]) * 1000 for r in ok],
+            "matching_relay": [(seen[r] - committed[r]) * 1000 for r in ok],
+        }
+        (work / "assign-hops.json").write_text(
+            json.dumps({r: [accepted[r], requested_seen[r], committed[r], seen[r]] for r in ok}, indent=0)
+        )
         pickup_etas = await db.fetch(
             "SELECT (payload->>'eta_s')::float AS eta FROM ride_events WHERE type = 'ride.assigned'"
         )
@@ -328,12 +351,17 @@ async def bench_assign(
             "assign_mean_pickup_eta_s": round(statistics.mean(r["eta"] for r in pickup_etas), 1)
             if pickup_etas
             else None,
+            "assign_hops_ms": {
+                hop: {"p50": round(_percentile(v, 50), 1), "p99": round(_percentile(v, 99), 1)}
+                for hop, v in hops.items()
+            },
             "lost": lost,
             "double_assigned": int(double + db_double),
         }
     finally:
         stop.set()
         collector.stop()
+        request_collector.stop()
         await db.close()
         _stop(proc)
 

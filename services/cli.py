@@ -34,6 +34,7 @@ class Service(StrEnum):
     matching = "matching"
     gateway = "gateway"
     simulator = "simulator"
+    ingest = "ingest"
 
 
 @app.command()

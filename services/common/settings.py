@@ -102,6 +102,7 @@ SERVICE_SETTINGS_MODULES = (
     "ridehail.matching.settings",
     "ridehail.gateway.settings",
     "ridehail.simulator.settings",
+    "ridehail.ingest.settings",
 )
 
 

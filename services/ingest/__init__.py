@@ -1,0 +1,1 @@
+"""ridehail ingestion edge: GPS pings over HTTP, written to Postgres (rest) or to the broker (rest-kafka)."""

@@ -1,0 +1,36 @@
+"""Ingestion edge settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ridehail.common.settings import CommonSettings
+
+
+class IngestSettings(CommonSettings):
+    ingest_port: int = Field(default=8005, ge=1, le=65535, description="Ingestion edge HTTP port (POST /ingest/ping).")
+    ingest_mode: Literal["rest", "rest-kafka"] = Field(
+        default="rest",
+        description="rest: write each ping to Postgres, answer 200; rest-kafka: produce it to the broker, answer 202.",
+    )
+    ingest_ack: Literal["broker", "enqueue"] = Field(
+        default="broker",
+        description="rest-kafka: answer 202 once the broker acked (broker) or once queued in the producer (enqueue).",
+    )
+    ingest_db_pool_size: int = Field(
+        default=16, ge=1, le=200, description="rest: Postgres connections the edge keeps (one statement per request)."
+    )
+    ingest_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=120.0,
+        description="Longest a request waits for Postgres (rest) or the broker's ack (rest-kafka) before a 503.",
+    )
+    ingest_retry_after_s: int = Field(
+        default=1, ge=0, le=3600, description="Retry-After seconds sent with a 503 when Postgres or the broker is down."
+    )
+    ingest_max_body_bytes: int = Field(
+        default=4096, ge=256, le=1_048_576, description="Largest accepted ping body; larger ones get 413."
+    )

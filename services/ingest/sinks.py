@@ -1,0 +1,180 @@
+"""Where the edge puts a ping: Postgres (``rest``) or the broker (``rest-kafka``).
+
+Both raise :class:`SinkUnavailable` when their backend does not answer in time; the app turns
+that into ``503`` with ``Retry-After``. Neither connects at import or construction time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, Protocol
+
+import asyncpg
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from ridehail.common.events import DriverLocation, encode
+from ridehail.common.kafka import EventProducer
+from ridehail.common.logging import get_logger
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.common.topics import DRIVER_LOCATION
+
+log = get_logger(__name__)
+
+Outcome = Literal["stored", "stale", "acknowledged", "queued"]
+
+
+class SinkUnavailable(RuntimeError):
+    """The backend (Postgres or broker) did not take the ping; the client should retry later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PingSink(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+    async def write(self, ping: DriverLocation) -> Outcome: ...
+    async def readiness(self) -> dict[str, bool]: ...
+    async def close(self) -> None: ...
+
+
+# The same newest-seq-wins semantics as matching's batch upsert, one row per statement.
+UPSERT_ONE = """
+INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (driver_id) DO UPDATE SET
+    lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
+    last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
+    status = CASE WHEN drivers.current_ride_id IS NULL AND EXCLUDED.status IN ('available', 'offline')
+                  THEN EXCLUDED.status ELSE drivers.status END
+WHERE drivers.last_seq < EXCLUDED.last_seq
+RETURNING driver_id
+"""
+
+_DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class PostgresSink:
+    """``rest``: one idempotent upsert per request on a pooled asyncpg connection (autocommit)."""
+
+    name = "postgres"
+
+    def __init__(self, database_url: str, pool_size: int, timeout_s: float) -> None:
+        self._dsn = to_asyncpg_dsn(database_url)
+        self._pool_size = pool_size
+        self._timeout_s = timeout_s
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        # min_size=0: no connection at start, so the edge comes up (and answers 503) while Postgres is down.
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._pool_size,
+            timeout=self._timeout_s,
+            command_timeout=self._timeout_s,
+            server_settings={"application_name": "ridehail-ingest"},
+        )
+
+    async def write(self, ping: DriverLocation) -> Outcome:
+        assert self._pool is not None, "start() first"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                row = await self._pool.fetchrow(
+                    UPSERT_ONE,
+                    ping.driver_id,
+                    ping.lat,
+                    ping.lon,
+                    ping.heading,
+                    ping.speed,
+                    ping.status,
+                    ping.seq,
+                    ping.ts,
+                )
+        except _DB_DOWN as exc:
+            raise SinkUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        return "stored" if row is not None else "stale"
+
+    async def readiness(self) -> dict[str, bool]:
+        if self._pool is None:
+            return {"database": False}
+        try:
+            async with asyncio.timeout(2.0):
+                await self._pool.fetchval("SELECT 1")
+        except _DB_DOWN:
+            return {"database": False}
+        return {"database": True}
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+class KafkaSink:
+    """``rest-kafka``: produce to ``ridehail.driver.location.v1`` (key driver_id, acks=all,
+    idempotent). ``ack="broker"`` answers after the broker's acknowledgement; ``ack="enqueue"``
+    answers once librdkafka queued the record (faster, but a record that later fails to deliver
+    was already answered 202: see docs/experiments)."""
+
+    name = "kafka"
+
+    def __init__(self, bootstrap: str, ack: Literal["broker", "enqueue"], timeout_s: float) -> None:
+        self._bootstrap = bootstrap
+        self.ack = ack
+        self._timeout_s = timeout_s
+        self._producer: EventProducer | None = None
+        self._admin: object | None = None
+        self.delivery_failures = 0
+        self._queue_limit = 400_000
+
+    async def start(self) -> None:
+        timeout_ms = int(self._timeout_s * 1000)
+        self._producer = EventProducer(
+            self._bootstrap,
+            "ingest",
+            **{"message.timeout.ms": max(timeout_ms, 1000), "linger.ms": 2},
+        )
+
+    def _on_delivery(self, err: KafkaError | None, _: Message) -> None:
+        if err is not None:
+            self.delivery_failures += 1
+            log.error("delivery_failed_after_202", error=err.str())
+
+    async def write(self, ping: DriverLocation) -> Outcome:
+        producer = self._producer
+        assert producer is not None, "start() first"
+        value = encode(ping)
+        if self.ack == "enqueue":
+            if producer.pending() >= self._queue_limit:
+                raise SinkUnavailable("producer queue full: broker not keeping up")
+            producer.produce(DRIVER_LOCATION.name, value, ping.driver_id, on_delivery=self._on_delivery)
+            return "queued"
+        try:
+            async with asyncio.timeout(self._timeout_s + 1.0):
+                await producer.send(DRIVER_LOCATION.name, value, ping.driver_id)
+        except (KafkaException, TimeoutError) as exc:
+            raise SinkUnavailable(f"broker unavailable: {type(exc).__name__}") from exc
+        return "acknowledged"
+
+    def _list_topics(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        try:
+            meta = self._admin.list_topics(DRIVER_LOCATION.name, timeout=2)  # type: ignore[attr-defined]
+        except KafkaException:
+            return False
+        topic = meta.topics.get(DRIVER_LOCATION.name)
+        return topic is not None and topic.error is None
+
+    async def readiness(self) -> dict[str, bool]:
+        return {"broker": await asyncio.to_thread(self._list_topics)}
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            remaining = await asyncio.to_thread(self._producer.close, 5.0)
+            if remaining:
+                log.warning("ingest_undelivered_at_close", remaining=remaining)

@@ -16,6 +16,7 @@ from ridehail.common.events import (
     RideArrived,
     RideAssigned,
     RideCompleted,
+    RideExpired,
     RidePickedUp,
     RideRequested,
     encode,
@@ -185,3 +186,49 @@ async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_go
     assert await db.fetchval("SELECT count(*) FROM drivers WHERE driver_id IN ('bad-far')") == 0
     assert await db.fetchval("SELECT last_seq FROM drivers WHERE driver_id = 'bad-back'") == 5
     assert await db.fetchval("SELECT count(*) FROM rides WHERE ride_id IN ('bad-r1', 'bad-r2', 'bad-r3')") == 0
+
+
+async def test_request_with_no_driver_in_radius_expires_with_a_reason(
+    own_broker: str, fresh_database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = MatchingSettings(
+        kafka_bootstrap=own_broker,
+        database_url=fresh_database_url,
+        matching_port=free_port(),
+        matching_mode="batched",
+        matching_batch_window_ms=200,
+        matching_radius_m=1000,
+        matching_request_timeout_s=1.5,
+        matching_eta_model="straight_line",
+        matching_group_id="expiry",
+    )
+    service = MatchingService(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    collector = EventCollector(own_broker, [RIDE_EVENT.name]).start()
+    try:
+        assert await wait_until(lambda: service.started, 30)
+        await db.execute(
+            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts) "
+            "VALUES ('exp-far', 57.7400, 12.0500, 'available', 1, 0)"  # ~5 km from the pickup
+        )
+        await service.engine.rebuild()
+        engine = make_engine(fresh_database_url)
+        ride_id = await create_ride(make_sessionmaker(engine), "rider-x", PICKUP, DROPOFF)
+        await engine.dispose()
+
+        def expired() -> bool:
+            return any(getattr(e, "ride_id", None) == ride_id for e in collector.events(RideExpired))
+
+        assert await wait_until(expired, 30)
+        event = next(e for e in collector.events(RideExpired) if e.ride_id == ride_id)
+        assert "no available driver within 1000 m" in event.reason
+        row = await db.fetchrow("SELECT status, reason, expired_at, driver_id FROM rides WHERE ride_id = $1", ride_id)
+        assert row["status"] == "expired" and row["reason"] == event.reason and row["expired_at"] is not None
+        assert row["driver_id"] is None
+        assert await db.fetchval("SELECT status FROM drivers WHERE driver_id = 'exp-far'") == "available"
+        assert not [e for e in collector.events(RideAssigned) if e.ride_id == ride_id]
+    finally:
+        collector.stop()
+        stop.set()
+        await asyncio.wait_for(task, 30)

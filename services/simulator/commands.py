@@ -24,6 +24,15 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         ),
         prefix: str = typer.Option(None, "--prefix", help="Driver id prefix (default drv-)."),
         speedup: float = typer.Option(None, "--speedup", help="Simulated seconds per real second (default 1)."),
+        transport: str = typer.Option(
+            None,
+            "--transport",
+            help="kafka (produce to the broker), rest or rest-kafka (POST to the ingest edge). "
+            "Default RIDEHAIL_SIMULATOR_TRANSPORT, kafka.",
+        ),
+        ingest_url: str = typer.Option(
+            None, "--ingest-url", help="REST transports: ping endpoint (default http://HOST:8005/ingest/ping)."
+        ),
     ) -> None:
         """Drive a fleet on Gothenburg's streets against any Kafka broker (no HTTP server)."""
         import asyncio
@@ -44,6 +53,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 "riders_per_min": riders_per_min,
                 "driver_prefix": prefix,
                 "time_scale": speedup,
+                "simulator_transport": transport,
+                "simulator_ingest_url": ingest_url,
             }.items()
             if v is not None
         }

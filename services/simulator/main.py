@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ridehail.common.events import DriverLocation, encode
 from ridehail.common.health import health_app, make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
@@ -19,6 +20,7 @@ from ridehail.simulator.fleet import Fleet
 from ridehail.simulator.riders import RiderSimulator
 from ridehail.simulator.runtime import FleetRunner, fleet_config_from, make_consumer
 from ridehail.simulator.settings import SimulatorSettings
+from ridehail.simulator.transport import RestPingSender
 
 log = get_logger(__name__)
 
@@ -42,7 +44,20 @@ class SimulatorService:
         self.fleet = Fleet(self.graph, fleet_config_from(settings, **fleet_overrides))
         self.producer = EventProducer(settings.bootstrap, instance)
         self.dlq_producer = EventProducer(settings.bootstrap, f"{instance}-dlq")
-        self.runner = FleetRunner(self.fleet, self.producer, time_scale=settings.time_scale)
+        self.transport = settings.simulator_transport
+        self.rest: RestPingSender | None = None
+        if self.transport != "kafka":
+            self.rest = RestPingSender(
+                settings.ingest_url,
+                concurrency=settings.simulator_http_connections,
+                retry_s=settings.simulator_retry_s,
+            )
+        self.runner = FleetRunner(
+            self.fleet,
+            self.producer,
+            time_scale=settings.time_scale,
+            ping_sink=self._post_ping if self.rest is not None else None,
+        )
         group = f"ridehail-simulator-{self.fleet.config.prefix.rstrip('-_.:') or 'drv'}"
         self.consumer, self.handler = make_consumer(
             settings.bootstrap, self.fleet, self.runner, self.dlq_producer, group
@@ -59,6 +74,10 @@ class SimulatorService:
         )
         self.started = False
 
+    def _post_ping(self, ping: DriverLocation) -> None:
+        assert self.rest is not None
+        self.rest.submit(encode(ping))
+
     def stats(self) -> dict[str, Any]:
         return {
             "drivers": len(self.fleet.drivers),
@@ -71,6 +90,8 @@ class SimulatorService:
             "rides_requested": self.riders.stats.accepted,
             "rides_cancelled_by_riders": self.riders.stats.cancelled,
             "seed": self.fleet.seed,
+            "transport": self.transport,
+            **({"rest": self.rest.stats.as_dict()} if self.rest is not None else {}),
         }
 
     def readiness(self) -> dict[str, bool]:
@@ -95,6 +116,8 @@ class SimulatorService:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, ensure_topics, self.settings.bootstrap)
         tasks = [asyncio.create_task(self.runner.run(stop), name="fleet")]
+        if self.rest is not None:
+            tasks.append(asyncio.create_task(self.rest.run(stop), name="rest-pings"))
         if self.consume:
             tasks.append(asyncio.create_task(self.consumer.run(stop), name="ride-events"))
         if self.settings.riders_per_min > 0:
@@ -110,6 +133,7 @@ class SimulatorService:
             interval_s=self.fleet.config.interval,
             seed=self.fleet.seed,
             riders_per_min=self.settings.riders_per_min,
+            transport=self.transport,
         )
         try:
             if duration_s is not None:

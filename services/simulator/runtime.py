@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
 from ridehail.common.events import (
+    DriverLocation,
     EventDecoder,
     RideArrived,
     RideAssigned,
@@ -53,11 +55,18 @@ class LoopStats:
 class FleetRunner:
     """Steps a :class:`Fleet` in real time and produces what it emits."""
 
-    def __init__(self, fleet: Fleet, producer: EventProducer, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        producer: EventProducer,
+        time_scale: float = 1.0,
+        ping_sink: Callable[[DriverLocation], None] | None = None,
+    ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.fleet = fleet
         self.producer = producer
+        self.ping_sink = ping_sink  # None: pings go to the broker with the lifecycle events
         self.time_scale = time_scale  # fleet seconds per wall second (demos and tests speed up)
         self.stats = LoopStats()
         self._clock_origin = time.monotonic()
@@ -70,8 +79,12 @@ class FleetRunner:
         out = self.fleet.step(now)
         produce = self.producer.produce
         loc = DRIVER_LOCATION.name
-        for p in out.pings:
-            produce(loc, encode(p), p.driver_id)
+        if self.ping_sink is not None:
+            for p in out.pings:
+                self.ping_sink(p)
+        else:
+            for p in out.pings:
+                produce(loc, encode(p), p.driver_id)
         for e in out.events:
             produce(RIDE_EVENT.name, encode(e), e.ride_id)  # type: ignore[attr-defined]
             LIFECYCLE.labels(e.__struct_config__.tag).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -56,6 +57,26 @@ class SimulatorSettings(CommonSettings):
         default=None, description="Road graph npz to drive on (unset: the bundled data/gothenburg.graph.npz)."
     )
 
+    # -- transport --------------------------------------------------------------------------------
+    simulator_transport: Literal["kafka", "rest", "rest-kafka"] = Field(
+        default="kafka",
+        description="How pings leave: kafka (produce to the broker) or rest / rest-kafka (POST to the ingest edge).",
+    )
+    simulator_ingest_url: str | None = Field(
+        default=None,
+        pattern=r"^http://",
+        description="REST transports: ping endpoint (unset: http://HOST:8005/ingest/ping, the ingest edge).",
+    )
+    simulator_http_connections: int = Field(
+        default=64, ge=1, le=4096, description="REST transports: keep-alive connections (pings in flight at most)."
+    )
+    simulator_retry_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="REST transports: retry a ping on 503/429/connection errors until it is this many seconds old.",
+    )
+
     # -- riders -----------------------------------------------------------------------------------
     riders_per_min: float = Field(
         default=0.0, ge=0.0, le=60_000.0, description="Simulated ride requests per minute (Poisson; 0: off)."
@@ -73,3 +94,7 @@ class SimulatorSettings(CommonSettings):
         min_length=8,
         description="Password of the simulated rider accounts (local demo accounts only).",
     )
+
+    @property
+    def ingest_url(self) -> str:
+        return self.simulator_ingest_url or f"http://{self.host}:8005/ingest/ping"

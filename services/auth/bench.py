@@ -159,6 +159,48 @@ async def _measure(base: str, clients: int, me_requests: int, logins: int) -> di
     }
 
 
+def _rate(fn: Any, items: list[str], trials: int = 3) -> float:
+    """Median calls/s of ``fn`` over ``items`` across ``trials`` one-second runs."""
+    rates = []
+    for _ in range(trials):
+        rounds, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 1.0:
+            for item in items:
+                fn(item)
+            rounds += 1
+        rates.append(rounds * len(items) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def compare_verifiers() -> dict[str, int]:
+    """The same work with EdDSA keys, and with PyJWT's decoder, for the design note in docs/auth.md."""
+    import jwt
+
+    from ridehail.auth.keys import KeySet, SigningMaterial, generate_private_key, public_jwk
+    from ridehail.auth.tokens import TokenIssuer
+    from ridehail.common.auth_tokens import AUDIENCE, ISSUER, key_from_jwk, verify_with_keys
+
+    out: dict[str, int] = {}
+    options = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]}
+    for algorithm in ("RS256", "EdDSA"):
+        private = generate_private_key(algorithm)
+        jwk = public_jwk(private, "bench", algorithm)
+        keys = {"bench": key_from_jwk(jwk)}
+        issuer = TokenIssuer(KeySet(SigningMaterial("bench", algorithm, private), {"keys": [jwk]}, keys), 900)
+        tokens = [issuer.access(str(uuid.uuid4()), "rider").token for _ in range(100)]
+        out[f"verify_{algorithm.lower()}_per_s"] = round(_rate(lambda t, k=keys: verify_with_keys(t, k), tokens))
+        public = private.public_key()
+        out[f"verify_pyjwt_{algorithm.lower()}_per_s"] = round(
+            _rate(
+                lambda t, p=public, a=algorithm: jwt.decode(
+                    t, p, algorithms=[a], audience=AUDIENCE, issuer=ISSUER, options=options
+                ),
+                tokens,
+            )
+        )
+    return out
+
+
 def run_bench(
     database_url: str, json_path: Path, *, clients: int = 64, me_requests: int = 6400, logins: int = 120
 ) -> dict[str, Any]:
@@ -195,6 +237,7 @@ def run_bench(
     defaults = AuthSettings(database_url=database_url)
     results: dict[str, Any] = {
         **measured,
+        "in_process_comparison": compare_verifiers(),
         "clients": clients,
         "algorithm": defaults.jwt_algorithm,
         "argon2": {

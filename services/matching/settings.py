@@ -48,5 +48,5 @@ class MatchingSettings(CommonSettings):
         default=100, ge=1, le=10_000, description="Location consumer: longest wait to fill a batch."
     )
     matching_ride_batch_timeout_ms: int = Field(
-        default=5, ge=1, le=10_000, description="Ride consumer: longest wait to fill a batch (latency)."
+        default=2, ge=1, le=10_000, description="Ride consumer: longest wait to fill a batch (adds to latency)."
     )

@@ -1,7 +1,9 @@
 """A seeded simulation, recorded and replayed into a fresh stack, ends in the same database state.
 
 Real processes throughout: two embedded brokers, two databases, ``ridehail serve matching`` twice,
-``ridehail simulate --seed`` once (see ``ridehail.replay.determinism``).
+``ridehail simulate --seed`` once (see ``ridehail.replay.determinism``). The run has no ride
+requests: ride outcomes are decided afresh by the matching of the replay stack, so they are not a
+function of the recording alone (``docs/replay.md``, "What it covers"); the fleet state is.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ pytestmark = pytest.mark.integration
 def test_seeded_run_replayed_into_a_fresh_stack_gives_the_same_state_hash(tmp_path: Path) -> None:
     recording = tmp_path / "run-a.rhrec"
     result = run_determinism_check(
-        seed=11, drivers=30, duration_s=20, rides=6, sim_speedup=10, speed=1.0, keep_recording=recording
+        seed=11, drivers=30, duration_s=10, rides=0, sim_speedup=5, speed=None, keep_recording=recording
     )
     run_a, run_b = result["run_a"], result["run_b"]
-    # the run did something worth comparing: every driver moved, rides were requested and assigned
-    assert run_a["drivers"] == 30 and run_a["rides"] == 6
-    assert sum(n for status, n in run_a["ride_statuses"].items() if status != "requested") > 0
-    per_topic = result["recorded"]["per_topic"]
-    assert per_topic["ridehail.driver.location.v1"] > 30 and per_topic["ridehail.ride.request.v1"] == 6
-    assert per_topic["ridehail.ride.event.v1"] > 0
+    assert run_a["drivers"] == 30  # every driver of the seeded fleet reached the database
+    pings = result["recorded"]["per_topic"]["ridehail.driver.location.v1"]
+    assert pings >= 30 * 5  # several pings per driver: the hash holds their final positions
     with RecordingReader(recording) as reader:
         assert sum(1 for _ in reader.records()) == result["recorded"]["records"] == result["replayed"]
-    assert run_b == run_a
+    assert run_b == run_a  # same hash, same counts per status
     assert result["match"] is True

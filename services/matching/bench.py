@@ -57,6 +57,7 @@ from ridehail.matching.testing import (
 
 log = get_logger(__name__)
 
+WARMUP_REQUESTS = 5
 # The dense part of the city (the road graph covers it; the bbox corners are sea and forest).
 CITY = (57.675, 11.92, 57.735, 12.02)
 
@@ -280,9 +281,8 @@ async def bench_assign(
                 base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
             ) as client:
                 n = int(rps * seconds)
-                pickups = _random_points(rng, n)
-                dropoffs = _random_points(rng, n)
-                started = time.perf_counter()
+                pickups = _random_points(rng, n + WARMUP_REQUESTS)
+                dropoffs = _random_points(rng, n + WARMUP_REQUESTS)
 
                 async def one(i: int) -> None:
                     nonlocal errors
@@ -299,7 +299,15 @@ async def bench_assign(
                     posted[ride_id] = t0
                     accepted[ride_id] = time.time()
 
+                # Warm-up (not measured): first connections, producer ids, topic metadata, code paths.
+                for i in range(n, n + WARMUP_REQUESTS):
+                    await one(i)
+                    await wait_until(lambda: all(r in seen for r in accepted), 20)
+                warmup_ids = set(accepted)
+                accepted.clear()
+                posted.clear()
                 pending = []
+                started = time.perf_counter()
                 for i in range(n):
                     await asyncio.sleep(max(0.0, started + i / rps - time.perf_counter()))
                     pending.append(asyncio.create_task(one(i)))
@@ -310,7 +318,7 @@ async def bench_assign(
             await asyncio.gather(*tasks, return_exceptions=True)
         latencies = [(seen[r] - accepted[r]) * 1000 for r in accepted if r in seen and "expired" not in outcome[r]]
         from_post = [(seen[r] - posted[r]) * 1000 for r in accepted if r in seen and "expired" not in outcome[r]]
-        lost = sum(1 for r in accepted if r not in seen)
+        lost = sum(1 for r in [*accepted, *warmup_ids] if r not in seen)
         expired = sum(1 for r in accepted if "expired" in outcome[r])
         double = sum(1 for d in rides_of_driver.values() if len(d) > 1) + sum(
             1 for r, ds in outcome.items() if len(ds - {"expired"}) > 1
@@ -446,7 +454,12 @@ def run_bench(
     assign_seconds: float = 15.0,
     phases: tuple[str, ...] = ("ingest", "drain", "assign", "solver", "compare"),
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"benchmark": "matching", "cpu_count": os.cpu_count(), "started_at": time.time()}
+    result: dict[str, Any] = {
+        "benchmark": "matching",
+        "cpu_count": os.cpu_count(),
+        "started_at": time.time(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     work = Path(tempfile.mkdtemp(prefix="ridehail-bench-matching-"))
     if "solver" in phases:
         result.update(bench_solver())
@@ -468,6 +481,7 @@ def run_bench(
         "lost": "== 0",
         "double_assigned": "== 0",
     }
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["logs"] = str(work)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -232,3 +232,37 @@ async def test_request_with_no_driver_in_radius_expires_with_a_reason(
         collector.stop()
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_rider_cancel_through_the_api_frees_the_driver_for_matching(
+    matching: MatchingService, own_broker: str, fresh_database_url: str, db: asyncpg.Connection
+) -> None:
+    import httpx
+
+    from ridehail.matching.testing import LocalSigner, rides_app
+
+    producer = EventProducer(own_broker, "test-cancel")
+    producer.produce(DRIVER_LOCATION.name, ping("cancel-d1", 1, 57.7005, 11.9705), "cancel-d1")
+    producer.close()
+    assert await wait_until(lambda: "cancel-d1" in matching.engine.index, 30)
+    signer = LocalSigner()
+    headers = {"Authorization": f"Bearer {signer.token('rider-c')}"}
+    body = {"pickup": {"lat": PICKUP.lat, "lon": PICKUP.lon}, "dropoff": {"lat": DROPOFF.lat, "lon": DROPOFF.lon}}
+    async with (
+        rides_app(fresh_database_url, signer) as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        ride_id = (await client.post("/api/rides", json=body, headers=headers)).json()["ride_id"]
+        assert await wait_until(
+            lambda: db.fetchval("SELECT driver_id = 'cancel-d1' FROM rides WHERE ride_id = $1", ride_id), 30
+        )
+        assert "cancel-d1" not in matching.engine.index
+        r = await client.delete(f"/api/rides/{ride_id}", headers=headers)
+        assert r.status_code == 200
+    # the RideCancelled event (outbox relay -> topic -> matching) puts the driver back in the index
+    assert await wait_until(lambda: "cancel-d1" in matching.engine.index, 30)
+    driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'cancel-d1'")
+    assert (driver["status"], driver["current_ride_id"]) == ("available", None)
+    rows = await db.fetch("SELECT type FROM ride_events WHERE ride_id = $1 ORDER BY id", ride_id)
+    assert [r["type"] for r in rows] == ["ride.requested", "ride.assigned", "ride.cancelled"]
+    assert ride_id not in matching.engine.waiting

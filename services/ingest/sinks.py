@@ -7,6 +7,8 @@ that into ``503`` with ``Retry-After``. Neither connects at import or constructi
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Literal, Protocol
 
 import asyncpg
@@ -127,35 +129,61 @@ class KafkaSink:
         self._producer: EventProducer | None = None
         self._admin: object | None = None
         self.delivery_failures = 0
+        self.recreated = 0
         self._queue_limit = 400_000
+        self._failures_in_a_row = 0
+        self._recreated_at = 0.0
+
+    def _new_producer(self) -> EventProducer:
+        timeout_ms = max(int(self._timeout_s * 1000), 1000)
+        return EventProducer(self._bootstrap, "ingest", **{"message.timeout.ms": timeout_ms, "linger.ms": 2})
 
     async def start(self) -> None:
-        timeout_ms = int(self._timeout_s * 1000)
-        self._producer = EventProducer(
-            self._bootstrap,
-            "ingest",
-            **{"message.timeout.ms": max(timeout_ms, 1000), "linger.ms": 2},
-        )
+        self._producer = self._new_producer()
+        self._recreated_at = time.monotonic()
+
+    def _failed(self) -> None:
+        """Deliveries that keep failing after a broker restart: an idempotent producer whose
+        producer id the broker forgot never recovers by itself, so start a fresh one."""
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= 3 and time.monotonic() - self._recreated_at > 2 * self._timeout_s:
+            old, self._producer = self._producer, self._new_producer()
+            self._recreated_at = time.monotonic()
+            self._failures_in_a_row = 0
+            self.recreated += 1
+            log.warning("ingest_producer_recreated", reason="deliveries keep failing")
+            if old is not None:
+                threading.Thread(target=old.close, args=(0.5,), daemon=True).start()
 
     def _on_delivery(self, err: KafkaError | None, _: Message) -> None:
         if err is not None:
             self.delivery_failures += 1
+            self._failures_in_a_row += 1
             log.error("delivery_failed_after_202", error=err.str())
+        else:
+            self._failures_in_a_row = 0
 
     async def write(self, ping: DriverLocation) -> Outcome:
         producer = self._producer
         assert producer is not None, "start() first"
         value = encode(ping)
         if self.ack == "enqueue":
+            if self._failures_in_a_row >= 3:
+                self._failed()
             if producer.pending() >= self._queue_limit:
                 raise SinkUnavailable("producer queue full: broker not keeping up")
-            producer.produce(DRIVER_LOCATION.name, value, ping.driver_id, on_delivery=self._on_delivery)
+            try:
+                producer.produce(DRIVER_LOCATION.name, value, ping.driver_id, on_delivery=self._on_delivery)
+            except KafkaException as exc:
+                raise SinkUnavailable(f"broker unavailable: {exc.args[0].str()}") from exc
             return "queued"
         try:
             async with asyncio.timeout(self._timeout_s + 1.0):
                 await producer.send(DRIVER_LOCATION.name, value, ping.driver_id)
         except (KafkaException, TimeoutError) as exc:
+            self._failed()
             raise SinkUnavailable(f"broker unavailable: {type(exc).__name__}") from exc
+        self._failures_in_a_row = 0
         return "acknowledged"
 
     def _list_topics(self) -> bool:

@@ -1,0 +1,1 @@
+"""The experiments: REST vs events for the same GPS pings, measured side by side."""

@@ -1,0 +1,157 @@
+"""The set of processes both benches run: private Postgres, private broker, matching, and one
+ingest edge per REST path, all as real subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ridehail.experiments.infra import (
+    CpuMeter,
+    PrivateBroker,
+    PrivatePostgres,
+    ServiceProcess,
+    free_port,
+    http_get,
+    remove_tree,
+    temp_root,
+)
+
+# path name -> (ingest mode, ack); the kafka path has no edge
+REST_PATHS: dict[str, tuple[str, str]] = {
+    "rest": ("rest", "broker"),
+    "rest-kafka": ("rest-kafka", "broker"),
+    "rest-kafka-enqueue": ("rest-kafka", "enqueue"),
+}
+ALL_PATHS = ("kafka", "rest", "rest-kafka", "rest-kafka-enqueue")
+MATCHING_CONSUMER = "matching-locations"
+
+
+@dataclass
+class BenchEnvironment:
+    root: Path
+    postgres: PrivatePostgres
+    broker: PrivateBroker
+    matching: ServiceProcess
+    edges: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def components(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"postgres": self.postgres, "broker": self.broker, "matching": self.matching}
+        out.update({f"ingest[{p}]": e for p, e in self.edges.items()})
+        return out
+
+    def ingest_url(self, path: str) -> str:
+        return self.edges[path].base_url + "/ingest/ping"
+
+    def consumed(self) -> float | None:
+        return self.matching.metric("ridehail_consumer_messages_total", f'consumer="{MATCHING_CONSUMER}"')
+
+    def matching_ready(self) -> bool:
+        status, body = http_get(self.matching.base_url + "/stats", 2.0)
+        if status != 200:
+            return False
+        return int(json.loads(body).get("partitions", {}).get("locations", 0)) > 0
+
+    def wait_matching_assigned(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.matching_ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"matching got no partitions within {timeout_s}s; see {self.matching.log_file}")
+
+
+class CpuSet:
+    """One CpuMeter per component; ``snapshot()`` -> CPU seconds so far, by component."""
+
+    def __init__(self, env: BenchEnvironment) -> None:
+        self.env = env
+        self.meters = {name: CpuMeter() for name in env.components()}
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: self.meters[name].sample(comp.pids()) for name, comp in self.env.components().items()}
+
+
+def machine_info() -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_at_start": [round(load1, 2), round(load5, 2)],
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+@contextlib.contextmanager
+def bench_environment(paths: tuple[str, ...], prefix: str = "ridehail-exp-") -> Iterator[BenchEnvironment]:
+    root = temp_root(prefix)
+    postgres = PrivatePostgres(root)
+    broker = PrivateBroker(root)
+    started: list[Any] = []
+    try:
+        postgres.start()
+        started.append(postgres)
+        broker.start()
+        started.append(broker)
+        common = {"RIDEHAIL_DATABASE_URL": postgres.url, "RIDEHAIL_KAFKA_BOOTSTRAP": broker.bootstrap}
+        port = free_port()
+        matching = ServiceProcess(
+            "matching",
+            "matching",
+            {
+                **common,
+                "RIDEHAIL_MATCHING_PORT": str(port),
+                "RIDEHAIL_MATCHING_GROUP_ID": f"exp-{uuid.uuid4().hex[:8]}",
+                "RIDEHAIL_MATCHING_REFRESH_S": "600",
+                "RIDEHAIL_MATCHING_ETA_MODEL": "straight_line",
+            },
+            port,
+            root,
+        )
+        env = BenchEnvironment(root, postgres, broker, matching)
+        matching.start()
+        started.append(matching)
+        for path in paths:
+            if path not in REST_PATHS:
+                continue
+            mode, ack = REST_PATHS[path]
+            port = free_port()
+            edge = ServiceProcess(
+                f"ingest-{path}",
+                "ingest",
+                {**common, "RIDEHAIL_INGEST_PORT": str(port), "RIDEHAIL_INGEST_MODE": mode, "RIDEHAIL_INGEST_ACK": ack},
+                port,
+                root,
+            )
+            edge.start()
+            started.append(edge)
+            env.edges[path] = edge
+        env.wait_matching_assigned()
+        yield env
+    finally:
+        for comp in reversed(started):
+            with contextlib.suppress(Exception):
+                comp.close()
+        remove_tree(root)

@@ -1,0 +1,281 @@
+"""``ridehail bench outage``: steady load on every path at once, then one component stops for
+``outage_s`` and comes back: the consumer side (matching), Postgres, or the broker itself.
+
+Every ping in this bench is the only ping of its own driver id, so each lands in its own row and
+the loss count is exact: ``lost = produced - rows``, ``lost_after_accept = accepted - rows`` (a
+ping the client was told was taken, that never arrived). Backlog is what was produced and is
+neither in Postgres nor given up yet (broker topic, producer queue, client retry queue).
+Catch-up is the time from the component's return until that backlog is back to its pre-outage
+level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from ridehail.common.logging import get_logger
+from ridehail.experiments.environment import ALL_PATHS, BenchEnvironment, bench_environment, machine_info
+from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced
+
+log = get_logger(__name__)
+
+SCENARIOS = ("consumer", "postgres", "broker")
+PATH_CODES = {"kafka": "k", "rest": "r", "rest-kafka": "rk", "rest-kafka-enqueue": "rke"}
+
+
+class RowCounter:
+    """Counts rows per path prefix with one query per tick; tolerates Postgres being down."""
+
+    def __init__(self, dsn: str, like: str) -> None:
+        self.dsn = dsn
+        self.like = like
+        self.conn: asyncpg.Connection | None = None
+
+    async def counts(self) -> dict[str, int] | None:
+        try:
+            if self.conn is None or self.conn.is_closed():
+                self.conn = await asyncpg.connect(self.dsn, timeout=2)
+            rows = await self.conn.fetch(
+                "SELECT split_part(driver_id, '-', 1) AS p, count(*) AS n FROM drivers "
+                "WHERE driver_id LIKE $1 GROUP BY 1",
+                self.like,
+                timeout=5,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            self.conn = None
+            return None
+        return {r["p"]: int(r["n"]) for r in rows}
+
+    async def ids(self, prefix: str) -> set[str]:
+        conn = await asyncpg.connect(self.dsn, timeout=5)
+        try:
+            rows = await conn.fetch("SELECT driver_id FROM drivers WHERE driver_id LIKE $1", prefix + "%")
+        finally:
+            await conn.close()
+        return {r[0] for r in rows}
+
+    async def close(self) -> None:
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+
+
+def _component(env: BenchEnvironment, scenario: str) -> Any:
+    return {"consumer": env.matching, "postgres": env.postgres, "broker": env.broker}[scenario]
+
+
+def _client_errors(load: Any, rec: PathRecorder) -> dict[str, int]:
+    if isinstance(load, HttpPathLoad):
+        st = load.sender.stats
+        return {
+            "503_or_5xx_answers": st.unavailable,
+            "connection_errors": st.connection_errors,
+            "retries": st.retries,
+            "given_up": st.given_up,
+            "dropped": st.dropped,
+            "rejected_4xx": st.rejected,
+        }
+    return {"delivery_failures": rec.count("failed")}
+
+
+async def _scenario(
+    env: BenchEnvironment,
+    scenario: str,
+    paths: tuple[str, ...],
+    outage_s: float,
+    rate: float,
+    retry_s: float,
+    pre_s: float,
+    post_s: float,
+    catchup_timeout_s: float,
+) -> dict[str, Any]:
+    tag = f"o{scenario[0]}"
+    prefixes = {p: f"{tag}{PATH_CODES[p]}" for p in paths}
+    makers = {p: PingMaker(prefixes[p] + "-", 1, unique=True) for p in paths}
+    recs = {p: PathRecorder(window_start=0.0, keep_tags=True) for p in paths}
+    loads: dict[str, Any] = {}
+    for p in paths:
+        if p == "kafka":
+            loads[p] = KafkaPathLoad(env.broker.bootstrap, makers[p], recs[p], f"outage-{tag}")
+        else:
+            loads[p] = HttpPathLoad(
+                env.ingest_url(p), makers[p], recs[p], connections=32, retry_s=retry_s, max_queue_wait_s=None
+            )
+    produced = dict.fromkeys(paths, 0)
+
+    def emitter(p: str) -> Any:
+        emit = loads[p].emit
+
+        def run(k: int, due: float) -> None:
+            produced[p] += 1
+            emit(k, due)
+
+        return run
+
+    counter = RowCounter(env.postgres.dsn, tag + "%")
+    timeline: dict[str, dict[str, list[Any]]] = {
+        p: {"t": [], "accepted_per_s": [], "persisted": [], "backlog": []} for p in paths
+    }
+    last_persisted = dict.fromkeys(paths, 0)
+    last_accepted = dict.fromkeys(paths, 0)
+    t0 = time.monotonic()
+    monitor_stop = asyncio.Event()
+
+    def gone(p: str) -> int:
+        rec = recs[p]
+        return rec.count("failed") + rec.count("given_up") + rec.count("dropped") + rec.count("rejected")
+
+    async def monitor() -> None:
+        prev_t = time.monotonic()
+        while not monitor_stop.is_set():
+            await asyncio.sleep(1.0)
+            counts = await counter.counts()
+            now = time.monotonic()
+            for p in paths:
+                if counts is not None:
+                    last_persisted[p] = counts.get(prefixes[p], 0)
+                acc = recs[p].count("accepted")
+                tl = timeline[p]
+                tl["t"].append(round(now - t0, 2))
+                tl["accepted_per_s"].append(round((acc - last_accepted[p]) / (now - prev_t), 1))
+                tl["persisted"].append(last_persisted[p] if counts is not None else None)
+                tl["backlog"].append(max(0, produced[p] - last_persisted[p] - gone(p)))
+                last_accepted[p] = acc
+            prev_t = now
+
+    monitor_task = asyncio.create_task(monitor())
+    stop_load = asyncio.Event()
+    pacers = [asyncio.create_task(paced(rate, emitter(p), stop_load)) for p in paths]
+    await asyncio.sleep(pre_s)
+    component = _component(env, scenario)
+    outage_start = time.monotonic() - t0
+    log.warning("outage_begins", scenario=scenario)
+    await asyncio.to_thread(component.stop)
+    await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - t0 - outage_start)))
+    await asyncio.to_thread(component.resume)
+    outage_end = time.monotonic() - t0
+    log.warning("outage_ends", scenario=scenario)
+    await asyncio.sleep(post_s)
+    stop_load.set()
+    await asyncio.gather(*pacers)
+    load_end = time.monotonic() - t0
+    await asyncio.gather(*(loads[p].finish(retry_s + 5.0) for p in paths))
+    # wait until every path's backlog is gone (or the timeout)
+    deadline = time.monotonic() + catchup_timeout_s
+    while time.monotonic() < deadline:
+        counts = await counter.counts()
+        if counts is not None and all(counts.get(prefixes[p], 0) + gone(p) >= produced[p] for p in paths):
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.5)  # one more monitor tick after the end
+    monitor_stop.set()
+    await monitor_task
+    results = []
+    for p in paths:
+        rec = recs[p]
+        rows = await counter.ids(prefixes[p] + "-")
+        accepted = rec.accepted_tags
+        tl = timeline[p]
+        pre = [b for t, b in zip(tl["t"], tl["backlog"], strict=True) if t <= outage_start]
+        base = max(max(pre, default=0), int(rate * 0.5))
+        catch_up = None
+        peak = max(tl["backlog"], default=0)
+        for t, b in zip(tl["t"], tl["backlog"], strict=True):
+            if t >= outage_end and b <= base:
+                catch_up = round(max(0.0, t - outage_end), 1)
+                break
+        if peak <= base:
+            catch_up = 0.0
+        results.append(
+            {
+                "path": p,
+                "produced": produced[p],
+                "accepted": len(accepted),
+                "persisted": len(rows),
+                "lost": produced[p] - len(rows),
+                "lost_after_accept": len(accepted - rows),
+                "persisted_without_accept": len(rows - accepted),
+                "client_errors": sum(
+                    v for k, v in _client_errors(loads[p], rec).items() if k not in ("retries", "given_up")
+                ),
+                "client_detail": _client_errors(loads[p], rec),
+                "backlog_peak": peak,
+                "catch_up_s": catch_up,
+                "timeline": tl,
+            }
+        )
+    await counter.close()
+    return {
+        "scenario": scenario,
+        "outage_start_s": round(outage_start, 2),
+        "outage_end_s": round(outage_end, 2),
+        "load_end_s": round(load_end, 2),
+        "paths": results,
+    }
+
+
+async def _run(
+    env: BenchEnvironment,
+    scenarios: tuple[str, ...],
+    paths: tuple[str, ...],
+    outage_s: float,
+    rate: float,
+    retry_s: float,
+) -> list[dict[str, Any]]:
+    out = []
+    for sc in scenarios:
+        log.warning("outage_scenario", scenario=sc)
+        out.append(
+            await _scenario(
+                env, sc, paths, outage_s, rate, retry_s, pre_s=5.0, post_s=10.0, catchup_timeout_s=max(60.0, outage_s)
+            )
+        )
+        if sc == "consumer" or sc == "broker":
+            await asyncio.to_thread(env.wait_matching_assigned)
+    return out
+
+
+def run_outage_bench(
+    scenarios: tuple[str, ...] = SCENARIOS,
+    paths: tuple[str, ...] = ALL_PATHS,
+    outage_s: float = 30.0,
+    rate: float = 300.0,
+    retry_s: float = 10.0,
+) -> dict[str, Any]:
+    if set(scenarios) - set(SCENARIOS):
+        raise ValueError(f"unknown scenario(s) {sorted(set(scenarios) - set(SCENARIOS))}; choose from {SCENARIOS}")
+    if set(paths) - set(ALL_PATHS):
+        raise ValueError(f"unknown path(s) {sorted(set(paths) - set(ALL_PATHS))}; choose from {ALL_PATHS}")
+    started = time.monotonic()
+    machine = machine_info()
+    with bench_environment(paths) as env:
+        results = asyncio.run(_run(env, scenarios, paths, outage_s, rate, retry_s))
+    return {
+        "bench": "outage",
+        "machine": machine,
+        "config": {
+            "outage_s": outage_s,
+            "rate_per_path_per_s": rate,
+            "paths": list(paths),
+            "scenarios": list(scenarios),
+            "rest_client": f"32 keep-alive connections, retries 503/connection errors with backoff "
+            f"(Retry-After honoured) until a ping is {retry_s:g} s old, then gives up",
+            "kafka_client": "EventProducer: acks=all, idempotent; librdkafka retries a record for up to "
+            "message.timeout.ms (300 s default)",
+            "rest_kafka_edge": "ack=broker: 202 after the broker's ack, 503 after 5 s without one; "
+            "ack=enqueue: 202 once queued, record expires after 5 s",
+            "stops": {
+                "consumer": "SIGTERM to matching (graceful), started again after the outage",
+                "postgres": "pg_ctl stop -m fast on the private embedded Postgres, pg_ctl start after",
+                "broker": "SIGTERM to tansu (memory storage: it returns empty), restarted on the same port, "
+                "topics re-created",
+            },
+            "pre_outage_s": 5.0,
+            "post_outage_load_s": 10.0,
+        },
+        "scenarios": results,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }

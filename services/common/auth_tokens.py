@@ -152,8 +152,7 @@ def verify_with_keys(
     now: float | None = None,
 ) -> Principal:
     """Verify ``token`` against ``keys`` (kid -> key). Pure and synchronous; raises InvalidToken."""
-    header, payload, claims = _verified_parts(token, keys)
-    del header, payload
+    claims = _verified_claims(token, keys)
     if claims.get("iss") != issuer:
         raise InvalidToken("wrong issuer")
     aud = claims.get("aud")
@@ -196,7 +195,8 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _verified_parts(token: str, keys: dict[str, VerificationKey]) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+def _verified_claims(token: str, keys: dict[str, VerificationKey]) -> dict[str, Any]:
+    """The claims of ``token`` after its signature checked out (claims are not read before that)."""
     if not isinstance(token, str) or not token:
         raise InvalidToken("missing token")
     if len(token) > MAX_TOKEN_CHARS:
@@ -223,8 +223,7 @@ def _verified_parts(token: str, keys: dict[str, VerificationKey]) -> tuple[dict[
         key.verify(signature, (parts[0] + "." + parts[1]).encode("ascii"))
     except InvalidSignature:
         raise InvalidToken("bad signature") from None
-    payload = _b64url_decode(parts[1])
-    return header, payload, _parse_json(payload)
+    return _parse_json(_b64url_decode(parts[1]))
 
 
 class TokenVerifier:

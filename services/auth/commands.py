@@ -59,7 +59,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if role not in DEMO_ROLES or not 30 <= ttl <= 86400:
             raise typer.BadParameter(f"role must be one of {DEMO_ROLES} and ttl 30..86400")
         code = create_login_code_sync(_database_url(), role, ttl)
-        typer.echo(f"{load_settings(AuthSettings).gateway_url}/?login={code}")
+        typer.echo(f"{load_settings(AuthSettings).public_gateway_url}/?login={code}")
 
     @users_app.command("rotate-key")
     def rotate_key() -> None:

@@ -248,7 +248,8 @@ def build_router() -> APIRouter:
         body = body or LoginCodeRequest()
         code = await create_login_code(state.sessions, body.role, body.ttl_s)
         log.info("login_code_created", by=principal.sub, role=body.role)
-        return LoginCodeOut(code=code, expires_in=body.ttl_s, login_url=f"{state.settings.gateway_url}/?login={code}")
+        url = f"{state.settings.public_gateway_url}/?login={code}"
+        return LoginCodeOut(code=code, expires_in=body.ttl_s, login_url=url)
 
     @router.post(
         "/auth/exchange",

@@ -55,3 +55,8 @@ class AuthSettings(CommonSettings):
         default=3600, ge=30, le=86400, description="Lifetime of a one-time login code (demo map links)."
     )
     db_pool_size: int = Field(default=10, ge=1, le=100, description="Auth service database pool size.")
+
+    @property
+    def public_gateway_url(self) -> str:
+        """The gateway as a browser reaches it (for printed login links)."""
+        return (self.gateway_base_url or f"http://{self.public_host}:{self.gateway_port}").rstrip("/")

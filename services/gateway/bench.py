@@ -409,14 +409,20 @@ async def _drive_clients(
     await asyncio.sleep(1)
     lat_a: list[float] = []
     lat_b: list[float] = []
+    gw_a: list[float] = []
+    gw_b: list[float] = []
     for _ in range(PAIRS):
+        await ask(("reset",))
         begin()
         await asyncio.sleep(WINDOW_S)
         lat_a += [x for s in stats for x in s.latencies]
+        gw_a += (await ask(("counters",)) or {}).get("write_latency_ms", [])
         extra = _never_reading_socket(port)
+        await ask(("reset",))
         begin()
         await asyncio.sleep(WINDOW_S)
         lat_b += [x for s in stats for x in s.latencies]
+        gw_b += (await ask(("counters",)) or {}).get("write_latency_ms", [])
         extra.close()
     for s in stats:
         s.measuring = False
@@ -445,6 +451,8 @@ async def _drive_clients(
         "slow_client_baseline_p99_ms": p99_a,
         "slow_client_p99_increase_pct": round(100 * (p99_b - p99_a) / p99_a, 1) if p99_a and p99_b else None,
         "slow_client_windows": f"{PAIRS} x ({WINDOW_S:g} s without, {WINDOW_S:g} s with)",
+        "slow_client_gateway_write_p99_ms": _pct(gw_b, 0.99),
+        "slow_client_baseline_gateway_write_p99_ms": _pct(gw_a, 0.99),
         "slow_60s_e2e_p50_ms": _pct(slow_lat, 0.50),
         "slow_60s_e2e_p99_ms": _pct(slow_lat, 0.99),
         "slow_client_connected_s": slow_seconds,

@@ -372,3 +372,33 @@ async def test_riders_see_only_their_own_ride_events(gateway: LiveGateway) -> No
     assert not ride_ids(anon_frames)
     for ws in (a, admin, anonymous):
         await ws.close()
+
+
+async def test_silent_client_is_dropped_by_the_heartbeat(broker: str) -> None:
+    gw, close = await start_gateway(broker, ws_public_map=True, ws_ping_interval_s=0.5, ws_ping_timeout_s=0.5)
+    try:
+        listening = await gw.client()  # reads (and so answers pings): stays
+        port = int(gw.url.rsplit(":", 1)[1].strip("/"))
+        silent = socket.create_connection(("127.0.0.1", port))  # authenticates, then never reads or pongs
+        silent.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        payload = b'{"t":"auth"}'
+        mask = b"\x01\x02\x03\x04"
+        silent.sendall(
+            bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        )
+        async with asyncio.timeout(10):
+            while len(gw.hub.clients) < 2:
+                await asyncio.sleep(0.05)
+            while len(gw.hub.clients) > 1:  # the silent one misses its pong deadline
+                await listening.send('{"t":"ping"}')
+                await asyncio.wait_for(listening.recv(), 5)
+                await asyncio.sleep(0.2)
+        remaining = next(iter(gw.hub.clients))
+        assert remaining.conn.remote_address[1] != silent.getsockname()[1]
+        silent.close()
+        await listening.close()
+    finally:
+        await close()

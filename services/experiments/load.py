@@ -95,6 +95,7 @@ class KafkaPathLoad:
 
     def __init__(self, bootstrap: str, maker: PingMaker, recorder: PathRecorder, client_id: str) -> None:
         self.producer = EventProducer(bootstrap, client_id)
+        self.undelivered_at_close = 0
         self.maker = maker
         self.recorder = recorder
         self.topic = DRIVER_LOCATION.name
@@ -117,7 +118,7 @@ class KafkaPathLoad:
         return self.producer.pending()
 
     async def finish(self, timeout_s: float) -> None:
-        await asyncio.to_thread(self.producer.close, timeout_s)
+        self.undelivered_at_close = await asyncio.to_thread(self.producer.close, timeout_s)
 
 
 class HttpPathLoad:

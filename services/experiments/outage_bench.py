@@ -78,7 +78,7 @@ def _client_errors(load: Any, rec: PathRecorder) -> dict[str, int]:
             "dropped": st.dropped,
             "rejected_4xx": st.rejected,
         }
-    return {"delivery_failures": rec.count("failed")}
+    return {"delivery_failures": rec.count("failed"), "undelivered_at_close": load.undelivered_at_close}
 
 
 async def _scenario(
@@ -199,7 +199,9 @@ async def _scenario(
                 "lost_after_accept": len(accepted - rows),
                 "persisted_without_accept": len(rows - accepted),
                 "client_errors": sum(
-                    v for k, v in _client_errors(loads[p], rec).items() if k not in ("retries", "given_up")
+                    v
+                    for k, v in _client_errors(loads[p], rec).items()
+                    if k not in ("retries", "given_up", "undelivered_at_close")
                 ),
                 "client_detail": _client_errors(loads[p], rec),
                 "backlog_peak": peak,

@@ -1,0 +1,69 @@
+"""Smoke runs of the experiment harness with tiny steps: real subprocesses (matching, ingest
+edges), a private embedded Postgres and broker; checks the JSON shape and the invariants every
+real run must hold (nothing accepted is lost when only the consumer stops)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ridehail.experiments.ingest_bench import run_ingest_bench
+from ridehail.experiments.outage_bench import run_outage_bench
+from ridehail.experiments.report import plot_ingest, plot_outage
+
+pytestmark = pytest.mark.integration
+
+
+def test_ingest_bench_small_run_has_the_documented_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = run_ingest_bench(steps=(100,), paths=("kafka", "rest", "rest-kafka"), seconds=2.0, warmup=1.0)
+    json.dumps(result)  # serialisable
+    assert result["bench"] == "ingest"
+    assert {"cpu_count", "cpu_model", "measured_at"} <= set(result["machine"])
+    assert [(s["path"], s["drivers"]) for s in result["steps"]] == [("kafka", 100), ("rest", 100), ("rest-kafka", 100)]
+    for step in result["steps"]:
+        assert set(step) >= {
+            "offered_per_s",
+            "accepted_per_s",
+            "persisted_per_s",
+            "achieved_per_s",
+            "latency_ms",
+            "errors",
+            "server_cpu_cores",
+            "client_cpu_cores",
+            "ping_to_row_ms",
+            "drain_s",
+            "saturated",
+        }
+        # 100 pings/s is far below any path's capacity: nearly all of it gets through, no errors
+        assert step["achieved_per_s"] > 50, step
+        assert step["errors"] == {}, step
+        assert step["latency_ms"]["n"] > 50 and step["latency_ms"]["p50"] > 0
+        assert step["ping_to_row_ms"]["samples"] > 0
+        assert step["server_cpu_cores"]["total"] > 0
+        assert step["drain_s"] is not None
+    assert "ingest[rest]" in result["steps"][1]["server_cpu_cores"]
+    assert result["summary"]["ratio_kafka_to_rest"] > 0
+    plot_ingest(result, tmp_path / "ingest.png")
+    assert (tmp_path / "ingest.png").stat().st_size > 10_000
+
+
+def test_outage_bench_consumer_down_loses_nothing_on_the_kafka_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = run_outage_bench(scenarios=("consumer",), paths=("kafka", "rest"), outage_s=3.0, rate=50.0, retry_s=5.0)
+    json.dumps(result)
+    (scenario,) = result["scenarios"]
+    assert scenario["scenario"] == "consumer"
+    assert scenario["outage_start_s"] < scenario["outage_end_s"] < scenario["load_end_s"]
+    by_path = {p["path"]: p for p in scenario["paths"]}
+    kafka, rest = by_path["kafka"], by_path["rest"]
+    for p in (kafka, rest):
+        assert p["produced"] > 100
+        assert p["lost"] == 0 and p["lost_after_accept"] == 0, p
+        assert p["persisted"] == p["produced"] == p["accepted"]
+        assert len(p["timeline"]["t"]) == len(p["timeline"]["backlog"]) > 3
+    # with matching down the kafka path's pings wait in the topic; REST never needed matching
+    assert kafka["backlog_peak"] >= 50 * 2
+    assert kafka["catch_up_s"] is not None
+    assert rest["backlog_peak"] < kafka["backlog_peak"]
+    plot_outage(result, tmp_path / "outage.png")
+    assert (tmp_path / "outage.png").stat().st_size > 10_000

@@ -1,0 +1,179 @@
+"""The ingestion edge against real Postgres and the real embedded broker: the rest path writes the
+driver row with the seq guard, the rest-kafka path lands on the topic keyed by driver id, bad
+pings get a 4xx and are counted apart, a dead backend gets 503 + Retry-After, and the simulator's
+REST transport fills the drivers table through the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from confluent_kafka import Consumer
+
+from ridehail.common.events import DriverLocation, EventDecoder, encode
+from ridehail.common.health import make_server
+from ridehail.common.settings import load_settings
+from ridehail.common.topics import DRIVER_LOCATION
+from ridehail.ingest.app import create_app
+from ridehail.ingest.settings import IngestSettings
+from ridehail.simulator.main import SimulatorService
+from ridehail.simulator.settings import SimulatorSettings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def running_edge(**overrides: object) -> AsyncIterator[str]:
+    port = free_port()
+    settings = load_settings(IngestSettings, ingest_port=port, log_level="WARNING", **overrides)
+    server = make_server(create_app(settings), "127.0.0.1", port)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "edge did not start"
+        assert not task.done(), f"edge died: {task.exception() if task.done() else ''}"
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+def ping(driver_id: str, seq: int, lat: float = 57.70) -> DriverLocation:
+    return DriverLocation(driver_id=driver_id, seq=seq, lat=lat, lon=11.97, heading=45.0, speed=7.0)
+
+
+async def test_rest_path_writes_the_row_and_keeps_the_newest_seq(database_url: str, pg: asyncpg.Connection) -> None:
+    driver = f"ing-{uuid.uuid4().hex[:8]}"
+    async with running_edge(database_url=database_url, ingest_mode="rest") as base, httpx.AsyncClient() as client:
+        r = await client.post(f"{base}/ingest/ping", content=encode(ping(driver, 5, lat=57.71)))
+        assert (r.status_code, r.json()) == (200, {"status": "stored"})
+        row = await pg.fetchrow("SELECT lat, last_seq, status FROM drivers WHERE driver_id = $1", driver)
+        assert (row["lat"], row["last_seq"], row["status"]) == (57.71, 5, "available")
+        # an older ping (late retry, reordering) is answered 200 but changes nothing
+        r = await client.post(f"{base}/ingest/ping", content=encode(ping(driver, 3, lat=57.66)))
+        assert (r.status_code, r.json()) == (200, {"status": "stale"})
+        r = await client.post(f"{base}/ingest/ping", content=encode(ping(driver, 6, lat=57.72)))
+        assert r.json() == {"status": "stored"}
+        row = await pg.fetchrow("SELECT lat, last_seq FROM drivers WHERE driver_id = $1", driver)
+        assert (row["lat"], row["last_seq"]) == (57.72, 6)
+        stats = (await client.get(f"{base}/stats")).json()
+        assert (stats["stored"], stats["stale"]) == (2, 1)
+        assert (await client.get(f"{base}/readyz")).json()["checks"] == {"database": True}
+
+
+async def test_malformed_pings_get_4xx_are_counted_and_write_nothing(database_url: str, pg: asyncpg.Connection) -> None:
+    driver = f"bad-{uuid.uuid4().hex[:8]}"
+    async with running_edge(database_url=database_url, ingest_mode="rest") as base, httpx.AsyncClient() as client:
+        bodies = [
+            b"{not json",
+            encode(ping(driver, 1)).replace(b'"seq":1', b'"seq":-4'),
+            encode(ping(driver, 1, lat=59.33)),
+            encode(ping(driver, 1)) + b" " * 5000,
+        ]
+        statuses = [(await client.post(f"{base}/ingest/ping", content=b)).status_code for b in bodies]
+        assert statuses == [400, 422, 422, 413]
+        detail = (await client.post(f"{base}/ingest/ping", content=bodies[2])).json()["detail"]
+        assert "outside the service area" in detail
+        stats = (await client.get(f"{base}/stats")).json()
+        assert stats["rejected"] == 5 and "stored" not in stats and "unavailable" not in stats
+        metrics = (await client.get(f"{base}/metrics")).text
+        assert 'ridehail_ingest_rejected_total{status="422"} 3.0' in metrics
+    assert await pg.fetchval("SELECT count(*) FROM drivers WHERE driver_id = $1", driver) == 0
+
+
+async def test_rest_kafka_path_lands_on_the_topic_keyed_by_driver(broker: str) -> None:
+    driver = f"rk-{uuid.uuid4().hex[:8]}"
+    async with running_edge(kafka_bootstrap=broker, ingest_mode="rest-kafka") as base, httpx.AsyncClient() as client:
+        for seq in (1, 2, 3):
+            r = await client.post(f"{base}/ingest/ping", content=encode(ping(driver, seq)))
+            assert (r.status_code, r.json()) == (202, {"status": "acknowledged"})
+        assert (await client.get(f"{base}/readyz")).json()["checks"] == {"broker": True}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([DRIVER_LOCATION.name])
+    decoder = EventDecoder(DriverLocation)
+    found: list[tuple[bytes | None, int, int]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(found) < 3 and time.monotonic() < deadline:
+            msg = await asyncio.to_thread(consumer.poll, 0.5)
+            if msg is None or msg.error():
+                continue
+            event = decoder.decode(msg.value())
+            if isinstance(event, DriverLocation) and event.driver_id == driver:
+                found.append((msg.key(), msg.partition(), event.seq))
+    finally:
+        consumer.close()
+    assert [seq for _, _, seq in found] == [1, 2, 3]  # one key, one partition, in order
+    assert {key for key, _, _ in found} == {driver.encode()}
+    assert len({part for _, part, _ in found}) == 1
+
+
+async def test_database_down_answers_503_with_retry_after() -> None:
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with (
+        running_edge(database_url=dead, ingest_mode="rest", ingest_timeout_s=2.0, ingest_retry_after_s=3) as base,
+        httpx.AsyncClient() as client,
+    ):
+        r = await client.post(f"{base}/ingest/ping", content=encode(ping("drv-x", 1)))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "3"
+        assert "database unavailable" in r.json()["detail"]
+        ready = await client.get(f"{base}/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"] == {"database": False}
+        # a malformed ping is still the client's fault, not the database's
+        assert (await client.post(f"{base}/ingest/ping", content=b"{")).status_code == 400
+        stats = (await client.get(f"{base}/stats")).json()
+        assert (stats["unavailable"], stats["rejected"]) == (1, 1)
+
+
+async def test_broker_down_answers_503_with_retry_after() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    async with (
+        running_edge(kafka_bootstrap=dead, ingest_mode="rest-kafka", ingest_timeout_s=1.0) as base,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        r = await client.post(f"{base}/ingest/ping", content=encode(ping("drv-y", 1)))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert "broker unavailable" in r.json()["detail"]
+
+
+async def test_simulator_rest_transport_pings_reach_the_drivers_table(
+    broker: str, database_url: str, pg: asyncpg.Connection
+) -> None:
+    prefix = f"sr{uuid.uuid4().hex[:6]}-"
+    async with running_edge(database_url=database_url, ingest_mode="rest") as base:
+        settings = load_settings(
+            SimulatorSettings,
+            kafka_bootstrap=broker,
+            drivers=6,
+            seed=5,
+            driver_prefix=prefix,
+            mean_online_min=0.0,
+            simulator_transport="rest",
+            simulator_ingest_url=f"{base}/ingest/ping",
+            log_level="WARNING",
+        )
+        service = SimulatorService(settings, serve_http=False, consume=False)
+        await service.run(asyncio.Event(), duration_s=3.5)
+    rows = await pg.fetch("SELECT driver_id, last_seq FROM drivers WHERE driver_id LIKE $1", prefix + "%")
+    assert len(rows) == 6
+    rest = service.stats()["rest"]
+    assert rest["accepted"] >= 6 * 2 and rest["given_up"] == 0 and rest["rejected"] == 0
+    assert rest["accepted"] == rest["submitted"]

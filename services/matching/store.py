@@ -140,6 +140,9 @@ async def release_driver(session: AsyncSession, driver_id: str, ride_id: str) ->
     )
 
 
+_json_encoder = msgspec.json.Encoder()
+
+
 @dataclass(frozen=True, slots=True)
 class DriverRow:
     driver_id: str
@@ -151,14 +154,15 @@ class DriverRow:
 
 # One statement per batch: arrays in, newest-seq-wins upsert, changed rows out. A ping only sets
 # the status while the driver holds no ride (matching owns to_pickup/on_trip), and only to
-# available/offline.
-_UPSERT_LOCATIONS = text(
-    """
+# available/offline. The batch travels as ONE JSON document (msgspec encodes 10k pings in ~2 ms;
+# Postgres parses it in C) through the session's asyncpg connection, in the same transaction:
+# for 10k-row batches, per-element array encoding and SQLAlchemy's row processing in Python cost
+# more than Postgres itself.
+UPSERT_LOCATIONS_SQL = """
     INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts)
-    SELECT * FROM unnest(
-        CAST(:ids AS varchar[]), CAST(:lats AS float8[]), CAST(:lons AS float8[]),
-        CAST(:headings AS float8[]), CAST(:speeds AS float8[]), CAST(:statuses AS varchar[]),
-        CAST(:seqs AS bigint[]), CAST(:tss AS bigint[]))
+    SELECT driver_id, lat, lon, heading, speed, status, seq, ts
+    FROM json_to_recordset($1::json) AS p(driver_id varchar, lat float8, lon float8, heading float8,
+                                          speed float8, status varchar, seq bigint, ts bigint)
     ON CONFLICT (driver_id) DO UPDATE SET
         lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
         last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
@@ -166,26 +170,23 @@ _UPSERT_LOCATIONS = text(
                       THEN EXCLUDED.status ELSE drivers.status END
     WHERE drivers.last_seq < EXCLUDED.last_seq
     RETURNING driver_id, lat, lon, status, current_ride_id
-    """
-)
+"""
+
+
+async def raw_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under ``session`` (inside its transaction)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation]) -> list[DriverRow]:
     """Write the newest ping per driver (already coalesced) in one statement; returns changed rows."""
     if not pings:
         return []
-    params = {
-        "ids": [p.driver_id for p in pings],
-        "lats": [p.lat for p in pings],
-        "lons": [p.lon for p in pings],
-        "headings": [p.heading for p in pings],
-        "speeds": [p.speed for p in pings],
-        "statuses": [p.status for p in pings],
-        "seqs": [p.seq for p in pings],
-        "tss": [p.ts for p in pings],
-    }
-    rows = (await session.execute(_UPSERT_LOCATIONS, params)).all()
-    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id) for r in rows]
+    conn = await raw_connection(session)
+    rows = await conn.fetch(UPSERT_LOCATIONS_SQL, _json_encoder.encode(pings).decode())
+    return [DriverRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 async def load_drivers(session: AsyncSession) -> list[DriverRow]:

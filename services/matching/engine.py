@@ -375,6 +375,37 @@ class MatchingEngine:
 
             after.append(committed)
 
+    async def cancel_stale_assignments(self) -> int:
+        """Safety net: a driver that never reports arriving (its simulator restarted, it refused the
+        ride...) must not stay booked forever. The ride ends ``cancelled`` by the system, the driver
+        is released, and a ``RideCancelled`` event tells everyone."""
+        timeout_s = self.settings.matching_pickup_timeout_s
+        reason = f"driver did not reach the pickup within {timeout_s:g} s"
+        after: list[Callable[[], None]] = []
+        async with self._lock, transaction(self._factory) as session:
+            stale = await store.cancel_stale_assignments(session, timeout_s, reason)
+            for row in stale:
+                event = RideCancelled(
+                    ride_id=row["ride_id"],
+                    rider_id=row["rider_id"],
+                    by="system",
+                    reason=reason,
+                    driver_id=row["driver_id"],
+                )
+                await store.insert_ride_event(session, event)
+                await add_outbox(session, RIDE_EVENT.name, event.ride_id, event)
+                if row["driver_id"]:
+                    released = await store.release_driver(session, row["driver_id"], row["ride_id"])
+                    if released is not None:
+                        d, lat, lon = row["driver_id"], released["lat"], released["lon"]
+                        after.append(lambda d=d, lat=lat, lon=lon: self.index.upsert(d, lat, lon))
+        for action in after:
+            action()
+        if stale:
+            log.warning("stale_assignments_cancelled", count=len(stale), reason=reason)
+            self._on_outbox()
+        return len(stale)
+
     async def run_ticker(self, stop: asyncio.Event) -> None:
         """Assignment rounds every batch window; a full re-read from Postgres every refresh period."""
         window_s = self.settings.matching_batch_window_ms / 1000
@@ -388,6 +419,7 @@ class MatchingEngine:
                 if time.monotonic() - last_refresh >= self.settings.matching_refresh_s:
                     self._dirty = True
                     last_refresh = time.monotonic()
+                    await self.cancel_stale_assignments()
                 await self.tick()
             except Exception as exc:
                 log.warning("matching_tick_failed", error=repr(exc)[:300])

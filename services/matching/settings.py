@@ -26,6 +26,12 @@ class MatchingSettings(CommonSettings):
     matching_request_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="A request with no driver after this long ends as expired."
     )
+    matching_pickup_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        le=86_400,
+        description="An assigned ride whose driver never reports arriving after this long is cancelled (by system).",
+    )
     matching_eta_model: Literal["auto", "road_network", "straight_line"] = Field(
         default="auto", description="Pickup ETA: road graph (auto: if it loads) or straight line x detour / speed."
     )

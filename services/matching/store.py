@@ -208,3 +208,21 @@ async def load_waiting_rides(session: AsyncSession) -> list[Any]:
         .mappings()
         .all()
     )
+
+
+async def cancel_stale_assignments(session: AsyncSession, older_than_s: float, reason: str) -> list[Any]:
+    """Cancel rides still ``assigned`` ``older_than_s`` after assignment; returns (ride, rider, driver)."""
+    return list(
+        (
+            await session.execute(
+                text(
+                    "UPDATE rides SET status = 'cancelled', cancelled_at = now(), reason = :why "
+                    "WHERE status = 'assigned' AND assigned_at < now() - make_interval(secs => :s) "
+                    "RETURNING ride_id, rider_id, driver_id"
+                ),
+                {"why": reason, "s": older_than_s},
+            )
+        )
+        .mappings()
+        .all()
+    )

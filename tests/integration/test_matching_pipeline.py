@@ -15,6 +15,7 @@ from ridehail.common.events import (
     LatLon,
     RideArrived,
     RideAssigned,
+    RideCancelled,
     RideCompleted,
     RideExpired,
     RidePickedUp,
@@ -266,3 +267,52 @@ async def test_rider_cancel_through_the_api_frees_the_driver_for_matching(
     rows = await db.fetch("SELECT type FROM ride_events WHERE ride_id = $1 ORDER BY id", ride_id)
     assert [r["type"] for r in rows] == ["ride.requested", "ride.assigned", "ride.cancelled"]
     assert ride_id not in matching.engine.waiting
+
+
+async def test_assignment_without_arrival_is_cancelled_by_the_system_and_frees_the_driver(
+    own_broker: str, fresh_database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = MatchingSettings(
+        kafka_bootstrap=own_broker,
+        database_url=fresh_database_url,
+        matching_port=free_port(),
+        matching_batch_window_ms=200,
+        matching_refresh_s=0.5,
+        matching_pickup_timeout_s=1.0,
+        matching_eta_model="straight_line",
+        matching_group_id="stale-assignment",
+    )
+    service = MatchingService(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    collector = EventCollector(own_broker, [RIDE_EVENT.name]).start()
+    try:
+        assert await wait_until(lambda: service.started, 30)
+        await db.execute(
+            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts) "
+            "VALUES ('silent-d1', 57.7002, 11.9702, 'available', 1, 0)"
+        )
+        await service.engine.rebuild()
+        engine = make_engine(fresh_database_url)
+        ride_id = await create_ride(make_sessionmaker(engine), "rider-s", PICKUP, DROPOFF)
+        await engine.dispose()
+
+        def cancelled() -> bool:
+            return any(e.ride_id == ride_id for e in collector.events(RideCancelled))
+
+        assert await wait_until(cancelled, 30)
+        event = next(e for e in collector.events(RideCancelled) if e.ride_id == ride_id)
+        assert (event.by, event.driver_id) == ("system", "silent-d1")
+        assert "did not reach the pickup" in event.reason
+        row = await db.fetchrow("SELECT status, reason FROM rides WHERE ride_id = $1", ride_id)
+        assert (row["status"], row["reason"]) == ("cancelled", event.reason)
+        driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'silent-d1'")
+        assert (driver["status"], driver["current_ride_id"]) == ("available", None)
+        types = [
+            r["type"] for r in await db.fetch("SELECT type FROM ride_events WHERE ride_id = $1 ORDER BY id", ride_id)
+        ]
+        assert types == ["ride.requested", "ride.assigned", "ride.cancelled"]
+    finally:
+        collector.stop()
+        stop.set()
+        await asyncio.wait_for(task, 30)

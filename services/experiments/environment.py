@@ -57,6 +57,9 @@ class BenchEnvironment:
     def consumed(self) -> float | None:
         return self.matching.metric("ridehail_consumer_messages_total", f'consumer="{MATCHING_CONSUMER}"')
 
+    def dead_lettered(self) -> float:
+        return self.matching.metric("ridehail_consumer_dead_letters_total", f'consumer="{MATCHING_CONSUMER}"') or 0.0
+
     def matching_ready(self) -> bool:
         status, body = http_get(self.matching.base_url + "/stats", 2.0)
         if status != 200:

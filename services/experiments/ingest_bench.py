@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from ridehail.common.events import encode
 from ridehail.common.logging import get_logger
+from ridehail.common.topics import DRIVER_LOCATION
 from ridehail.experiments.environment import ALL_PATHS, CpuSet, bench_environment, machine_info
 from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced, percentile_ms
 
@@ -25,6 +27,29 @@ log = get_logger(__name__)
 DEFAULT_STEPS = (1000, 5000, 10000, 20000, 50000)
 SATURATED_BELOW = 0.85  # a step achieving less than 85 % of what was offered is past saturation
 PATH_CODES = {"kafka": "k", "rest": "r", "rest-kafka": "rk", "rest-kafka-enqueue": "rke"}
+
+MALFORMED_PER_STEP = 10  # half broken JSON, half valid JSON outside the service area
+
+
+def _send_malformed(load: KafkaPathLoad | HttpPathLoad, maker: PingMaker) -> None:
+    """Bad pings on the same path: a 4xx at the REST edge, a dead letter on the event path."""
+    for i in range(MALFORMED_PER_STEP):
+        if i % 2 == 0:
+            body = b'{"type":"driver.location","driver_id":"broken-' + str(i).encode() + b'","seq":'
+        else:
+            body = _outside(maker, i)
+        if isinstance(load, KafkaPathLoad):
+            load.producer.produce(DRIVER_LOCATION.name, body, f"malformed-{i}")
+        else:
+            load.sender.submit(body, (f"malformed-{i}", float("-inf")), created=None)
+
+
+def _outside(maker: PingMaker, i: int) -> bytes:
+    import msgspec
+
+    ping = maker.make(i)
+    return encode(msgspec.structs.replace(ping, driver_id=f"malformed-{i}", lat=59.33, lon=18.07))
+
 
 PING_TO_ROW_SQL = """
 SELECT extract(epoch from updated_at) * 1000 - last_ts
@@ -69,6 +94,8 @@ async def _measure_step(
     await asyncio.sleep(warmup)
     # -- window ----------------------------------------------------------------------------------
     rec.window_start = time.monotonic()
+    dlq0 = env.dead_lettered()
+    _send_malformed(load, maker)
     c0 = env.consumed() or 0.0
     cpu0 = cpu.snapshot()
     client0 = time.process_time()
@@ -92,7 +119,7 @@ async def _measure_step(
     drain_s: float | None = 0.0
     if path != "rest":
         t0 = time.monotonic()
-        target = consumed0 + accepted_total
+        target = consumed0 + accepted_total + (MALFORMED_PER_STEP if path == "kafka" else 0)
         while (env.consumed() or 0.0) < target:
             if time.monotonic() - t0 > drain_timeout_s:
                 drain_s = None
@@ -105,7 +132,12 @@ async def _measure_step(
     achieved = min(accepted_per_s, persisted_per_s)
     cores = {name: round((cpu1[name] - cpu0[name]) / wall, 3) for name in cpu0}
     used = {k: v for k, v in cores.items() if v >= 0.005 or not k.startswith("ingest[")}
-    errors = {k: v for k, v in rec.outcomes.items() if k != "accepted"}
+    errors = {k: v for k, v in rec.outcomes.items() if k not in ("accepted", "rejected")}
+    malformed = {
+        "sent": MALFORMED_PER_STEP,
+        "rejected_4xx": rec.count("rejected"),
+        "dead_lettered": int(env.dead_lettered() - dlq0),
+    }
     result = {
         "path": path,
         "drivers": drivers,
@@ -122,10 +154,12 @@ async def _measure_step(
             "n": len(rec.latencies),
         },
         "errors": errors,
+        "malformed": malformed,
         "client_backlog_at_end": backlog_client,
         "drain_s": drain_s,
         "server_cpu_cores": {**used, "total": round(sum(cores.values()), 3)},
         "client_cpu_cores": round(client_cpu, 3),
+        "server_cpu_ms_per_1k_pings": round(sum(cores.values()) * 1e6 / achieved, 1) if achieved > 0 else None,
         "ping_to_row_ms": {
             "p50": percentile_ms(samples, 50),
             "p99": percentile_ms(samples, 99),
@@ -148,6 +182,7 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
             "at_drivers": s["drivers"],
             "saturated": any(x["saturated"] for x in steps if x["path"] == p),
             "server_cpu_cores_at_max": s["server_cpu_cores"]["total"],
+            "server_cpu_ms_per_1k_pings_at_max": s["server_cpu_ms_per_1k_pings"],
         }
         for p, s in best.items()
     }

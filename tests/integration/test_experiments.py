@@ -34,6 +34,8 @@ def test_ingest_bench_small_run_has_the_documented_shape(tmp_path) -> None:  # t
             "ping_to_row_ms",
             "drain_s",
             "saturated",
+            "malformed",
+            "server_cpu_ms_per_1k_pings",
         }
         # 100 pings/s is far below any path's capacity: nearly all of it gets through, no errors
         assert step["achieved_per_s"] > 50, step
@@ -43,6 +45,11 @@ def test_ingest_bench_small_run_has_the_documented_shape(tmp_path) -> None:  # t
         assert step["server_cpu_cores"]["total"] > 0
         assert step["drain_s"] is not None
     assert "ingest[rest]" in result["steps"][1]["server_cpu_cores"]
+    # bad pings are refused where each path refuses them, and never counted as errors or losses
+    kafka, rest, rest_kafka = result["steps"]
+    assert kafka["malformed"] == {"sent": 10, "rejected_4xx": 0, "dead_lettered": 10}
+    assert rest["malformed"] == {"sent": 10, "rejected_4xx": 10, "dead_lettered": 0}
+    assert rest_kafka["malformed"] == {"sent": 10, "rejected_4xx": 10, "dead_lettered": 0}
     assert result["summary"]["ratio_kafka_to_rest"] > 0
     plot_ingest(result, tmp_path / "ingest.png")
     assert (tmp_path / "ingest.png").stat().st_size > 10_000

@@ -107,7 +107,7 @@ def record(
     with _stop_on_signals() as stop, Live(line, console=console, transient=False, auto_refresh=False) as live:
         try:
             result = recorder.run(stop, duration_s=duration_s, idle_timeout_s=idle_s, on_progress=show)
-        except (RecordError, ValueError) as exc:
+        except (RecordError, ValueError, OSError) as exc:
             raise _fail(str(exc)) from None
     console.print(
         f"[green]wrote[/] {result.path}: {result.records:,} records in {result.frames} frame(s), "

@@ -112,7 +112,6 @@ class Recorder:
                 "enable.auto.commit": False,
                 "statistics.interval.ms": 0,
                 "fetch.wait.max.ms": 20,
-                "queued.max.messages.kbytes": 262144,
             },
         )
         return Consumer(conf)

@@ -351,6 +351,7 @@ class Replayer:
         last_ts = 0
         behind_ms = 0.0
         next_report = perf() + 0.2
+        report = self.on_progress is not None
         now_ms = int(time.time() * 1000)
         marker = (REPLAY_HEADER, REPLAY_HEADER_VALUE)
         marker_only = [marker]  # the client copies headers, so one list serves every record
@@ -371,14 +372,17 @@ class Replayer:
                     if target is None or ts < lo or ts > hi:
                         result.filtered_out += 1
                         continue
+                    if base_ts is None:
+                        base_ts, t0 = ts, perf()
                     if paced:
-                        if base_ts is None:
-                            base_ts, t0 = ts, perf()
                         due = t0 + (ts - base_ts) / (1000.0 * speed)
                         now = perf()
                         while now < due:
                             if stop.is_set():
                                 return
+                            if report and now >= next_report:
+                                next_report = now + 0.2
+                                self._report(reader, total, started, behind_ms, last_ts - base_ts)
                             wait = due - now
                             if wait > 0.002:
                                 poll(min(wait - 0.001, 0.05))
@@ -391,11 +395,17 @@ class Replayer:
                         if behind_ms > result.max_behind_ms:
                             result.max_behind_ms = behind_ms
                         now_ms = int(time.time() * 1000)
+                        if report and now >= next_report:
+                            next_report = now + 0.2
+                            self._report(reader, total, started, behind_ms, last_ts - base_ts)
                     elif (i & 1023) == 0:
                         now_ms = int(time.time() * 1000)
                         poll(0)
                         if stop.is_set():
                             return
+                        if report and perf() >= next_report:
+                            next_report = perf() + 0.2
+                            self._report(reader, total, started, behind_ms, last_ts - base_ts)
                     headers = rec.headers
                     if headers:
                         headers = [h for h in headers if h[0] != REPLAY_HEADER]
@@ -421,9 +431,6 @@ class Replayer:
                     result.sent += 1
                     per_topic[rec.topic] += 1
                     last_ts = ts
-                if self.on_progress is not None and perf() >= next_report:
-                    next_report = perf() + 0.2
-                    self._report(reader, total, started, behind_ms, last_ts - (base_ts or last_ts))
         finally:
             result.skipped = _merge_skips(result.skipped, reader.skipped)
             for idx, n in enumerate(per_topic):

@@ -348,6 +348,7 @@ class Replayer:
         bounds: tuple[int, int] | None = None
         base_ts: int | None = None
         t0 = 0.0
+        last_due = 0.0
         last_ts = 0
         behind_ms = 0.0
         next_report = perf() + 0.2
@@ -375,7 +376,12 @@ class Replayer:
                     if base_ts is None:
                         base_ts, t0 = ts, perf()
                     if paced:
+                        # A record older than the one before it (it reached the recorder late) is due
+                        # at once: file order wins, and lateness measures the sender, not the file.
                         due = t0 + (ts - base_ts) / (1000.0 * speed)
+                        if due < last_due:
+                            due = last_due
+                        last_due = due
                         now = perf()
                         while now < due:
                             if stop.is_set():

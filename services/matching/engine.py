@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ridehail.common.db import transaction
@@ -50,6 +51,23 @@ log = get_logger(__name__)
 
 GREEDY_TRIES = 8  # candidates tried per request before waiting for the next round
 MIN_TRIP_M = 1.0
+
+
+BIGINT_MAX = 2**63 - 1
+
+
+def unstorable(item: Decoded) -> str | None:
+    """Why Postgres could not store this (valid-looking) event, or None: NUL characters (text and
+    jsonb refuse them) and integers beyond bigint would otherwise fail the whole batch."""
+    raw = item.message.value() or b""
+    if b"\\u0000" in raw:
+        return "NUL character (\\u0000) in a string field"
+    event = item.event
+    for name in ("ts", "seq"):
+        value = getattr(event, name, 0)
+        if isinstance(value, int) and value > BIGINT_MAX:
+            return f"{name}={value} is beyond the 64-bit range"
+    return None
 
 
 @dataclass(slots=True)
@@ -120,6 +138,10 @@ class MatchingEngine:
         newest: dict[str, DriverLocation] = {}
         for item in batch:
             ping = item.event
+            problem = unstorable(item)
+            if problem:
+                rejected.append(Rejected(item.message, problem))
+                continue
             if not isinstance(ping, DriverLocation):
                 rejected.append(Rejected(item.message, f"unexpected event {event_type(type(ping))} on locations"))
                 continue
@@ -159,10 +181,24 @@ class MatchingEngine:
             try:
                 async with transaction(self._factory) as session:
                     for item in batch:
+                        problem = unstorable(item)
+                        if problem:
+                            rejected.append(Rejected(item.message, problem))
+                            continue
+                        mark = len(after_commit)
                         try:
-                            await self._apply_ride_event(session, item.event, after_commit)
+                            # A savepoint per event: one event the database refuses is dead-lettered
+                            # instead of failing (and endlessly retrying) the whole batch.
+                            async with session.begin_nested():
+                                await self._apply_ride_event(session, item.event, after_commit)
                         except IllegalTransition as exc:
+                            del after_commit[mark:]
                             rejected.append(Rejected(item.message, exc.reason))
+                        except (DataError, IntegrityError) as exc:
+                            del after_commit[mark:]
+                            self._dirty = True  # in-memory moves of this event are re-read from Postgres
+                            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+                            rejected.append(Rejected(item.message, f"refused by the database: {reason}"))
             except Exception:
                 self._dirty = True
                 raise

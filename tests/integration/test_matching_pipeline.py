@@ -159,6 +159,8 @@ async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_go
         b'{"type":"driver.location","driver_id":"x"}': "invalid event",
         ping("bad-far", 1, lat=59.33, lon=18.06): "outside the service area",
         b'{"type":"driver.location","pad":"' + b"x" * 70_000 + b'"}': "message too large",
+        ping("bad-\u0000-nul", 1): "NUL character",
+        ping("bad-huge-seq", 2**63): "beyond the 64-bit range",
     }
     for raw in bad_pings:
         producer.produce(DRIVER_LOCATION.name, raw, "bad-same-key")
@@ -169,6 +171,8 @@ async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_go
     outside = RideRequested(ride_id="bad-r2", rider_id="u", pickup=LatLon(59.33, 18.06), dropoff=DROPOFF)
     producer.produce(RIDE_REQUEST.name, encode(same_place), "bad-r1")
     producer.produce(RIDE_REQUEST.name, encode(outside), "bad-r2")
+    nul_rider = RideRequested(ride_id="bad-r4", rider_id="u\u0000", pickup=PICKUP, dropoff=DROPOFF)
+    producer.produce(RIDE_REQUEST.name, encode(nul_rider), "bad-r4")
     illegal = RideCompleted(ride_id="bad-r3", rider_id="u", driver_id="bad-d1")  # unknown ride
     producer.produce(RIDE_EVENT.name, encode(illegal), "bad-r3")
     producer.produce(DRIVER_LOCATION.name, good, "bad-d1")  # after all the poison: still applied
@@ -177,6 +181,7 @@ async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_go
 
     assert await wait_until(lambda: db.fetchval("SELECT count(*) = 1 FROM drivers WHERE driver_id = 'bad-d1'"), 30)
     reasons_wanted = [*bad_pings.values(), "backwards seq", "same place", "pickup outside", "unknown ride"]
+    reasons_wanted.append("NUL character")  # the ride request with a NUL in rider_id
 
     def all_dead_lettered() -> bool:
         reasons = [i.headers.get("error.reason", b"").decode() for i in dlq.items]
@@ -184,9 +189,15 @@ async def test_bad_input_goes_to_the_dlq_with_a_reason_and_the_consumer_keeps_go
 
     assert await wait_until(all_dead_lettered, 30), [i.headers.get("error.reason") for i in dlq.items]
     dlq.stop()
+    nul_reasons = [i for i in dlq.items if b"NUL character" in i.headers.get("error.reason", b"")]
+    assert {i.headers["error.topic"] for i in nul_reasons} == {
+        DRIVER_LOCATION.name.encode(),
+        RIDE_REQUEST.name.encode(),
+    }
     assert await db.fetchval("SELECT count(*) FROM drivers WHERE driver_id IN ('bad-far')") == 0
     assert await db.fetchval("SELECT last_seq FROM drivers WHERE driver_id = 'bad-back'") == 5
-    assert await db.fetchval("SELECT count(*) FROM rides WHERE ride_id IN ('bad-r1', 'bad-r2', 'bad-r3')") == 0
+    assert await db.fetchval("SELECT count(*) FROM rides WHERE ride_id LIKE 'bad-r%'") == 0
+    assert await db.fetchval("SELECT count(*) FROM drivers WHERE driver_id LIKE 'bad-%'") == 2  # bad-d1, bad-back
 
 
 async def test_request_with_no_driver_in_radius_expires_with_a_reason(

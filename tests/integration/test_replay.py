@@ -324,3 +324,42 @@ async def test_state_hash_reads_rides_and_drivers(fresh_database_url: str) -> No
     )
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout)["rides"] == 1
+
+
+def test_loop_replays_the_file_again(broker: str, tmp_path: Path) -> None:
+    topic = make_topic(broker, 1)
+    spaced_file(tmp_path / "l.rhrec", "src", [5, 5, 5, 5])
+    result = Replayer(
+        tmp_path / "l.rhrec", broker, ReplayOptions(speed=None, loop=True, max_passes=3, topic_map={"src": topic})
+    ).run()
+    assert (result.sent, result.passes) == (15, 3)
+    got = [orjson.loads(m.value())["i"] for m in sorted(consume_all(broker, topic, 15), key=lambda m: m.offset())]
+    assert got == list(range(5)) * 3
+
+
+def test_replay_cli_skip_bad_reports_what_it_skipped(broker: str, tmp_path: Path) -> None:
+    topic = make_topic(broker, 1)
+    path = tmp_path / "sb.rhrec"
+    with RecordingWriter(path, [TopicInfo("src", 1)], frame_records=10) as w:
+        for i in range(30):
+            w.add(0, 0, i, ORIGINAL_TS + i, b"k", None, orjson.dumps({"i": i}))
+    with RecordingReader(path) as reader:
+        last_frame = [f.byte_offset for f in reader.frames()][-1]
+    path.write_bytes(path.read_bytes()[: last_frame + 60])  # cut inside the last records frame
+    strict = subprocess.run(
+        ridehail("replay", str(path), "--speed", "max", "--topic-map", f"src={topic}", "--bootstrap", broker),
+        capture_output=True,
+        timeout=60,
+    )
+    assert strict.returncode == 2
+    assert "truncated file" in strict.stderr.decode() and "20 record(s) were sent before" in strict.stderr.decode()
+    lenient = subprocess.run(
+        ridehail(
+            "replay", str(path), "--speed", "max", "--topic-map", f"src={topic}", "--skip-bad", "--bootstrap", broker
+        ),
+        capture_output=True,
+        timeout=60,
+    )
+    err = lenient.stderr.decode()
+    assert lenient.returncode == 0, err
+    assert "sent 20 record(s)" in err and "skipped 10 record(s) in 1 bad frame(s)" in err

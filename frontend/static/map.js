@@ -34,7 +34,7 @@
     var state = {
       ws: null, connected: false, retry: 0, frames: 0, framesAt: [], stats: {}, latencies: [],
       token: sessionStorage.getItem('ridehail.token'), claims: null,
-      ride: null, pickup: null, pins: [], mode: 'connecting', lastBBox: null, errors: []
+      ride: null, pickup: null, pins: [], mode: 'connecting', lastBBox: null, errors: [], reconnects: 0
     };
     state.claims = state.token ? decodeJwt(state.token) : null;
     var cars = new Map();
@@ -161,6 +161,7 @@
         setMode('down');
         if (ev.code === 4401 && state.token) { message('session expired: log in again'); setToken(null); }
         else if (ev.code === 4401 || ev.code === 4403) message('live feed refused: ' + ev.reason);
+        state.reconnects++;
         var delay = Math.min(5000, 500 * Math.pow(2, state.retry++));
         setTimeout(connect, delay);
       };
@@ -351,6 +352,8 @@
       stats: function () { return Object.assign({ p50: state.p50, p99: state.p99, frames: state.frames, mode: state.mode }, state.stats); },
       ride: function () { return state.ride ? Object.assign({}, state.ride) : null; },
       connected: function () { return state.connected; },
+      reconnects: function () { return state.reconnects; },
+      dropConnection: function () { if (state.ws) state.ws.close(4000, 'test: drop'); },
       map: map
     };
 

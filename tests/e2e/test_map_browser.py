@@ -119,6 +119,15 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     assert stats["mode"] == "live"
     assert "OpenStreetMap" in page.inner_text(".leaflet-control-attribution")  # type: ignore[attr-defined]
 
+    # the page reconnects by itself and the cars keep coming
+    frames_before = page.evaluate("window.__ridehail.stats().frames")  # type: ignore[attr-defined]
+    page.evaluate("window.__ridehail.dropConnection()")  # type: ignore[attr-defined]
+    page.wait_for_function("window.__ridehail.reconnects() >= 1", timeout=5_000)  # type: ignore[attr-defined]
+    page.wait_for_function("window.__ridehail.connected()", timeout=15_000)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        f"window.__ridehail.stats().frames > {frames_before} + 5", timeout=15_000
+    )
+
     # a rider logs in on the page and requests a ride with two clicks
     email, password = register_rider(stack)
     page.fill("#rh-user", email)  # type: ignore[attr-defined]

@@ -363,3 +363,28 @@ def test_replay_cli_skip_bad_reports_what_it_skipped(broker: str, tmp_path: Path
     err = lenient.stderr.decode()
     assert lenient.returncode == 0, err
     assert "sent 20 record(s)" in err and "skipped 10 record(s) in 1 bad frame(s)" in err
+
+
+def test_record_from_now_on_leaves_out_what_the_topic_already_held(broker: str, tmp_path: Path) -> None:
+    """Without --from-beginning only new records are kept (a timestamp cut, not the broker's end offset)."""
+    topic = make_topic(broker, 3)
+    produce_source(broker, topic, n=100)  # already there before the recording starts
+    stop = threading.Event()
+    ready = threading.Event()
+    box: dict[str, object] = {}
+    recorder = Recorder(broker, tmp_path / "now.rhrec", [topic])
+    thread = threading.Thread(target=lambda: box.update(r=recorder.run(stop, on_ready=ready.set, idle_timeout_s=30)))
+    thread.start()
+    try:
+        assert ready.wait(30)
+        producer = EventProducer(broker, "test-new")
+        for i in range(50):
+            producer.produce(topic, orjson.dumps({"new": i}), f"k{i % 5}")
+        assert producer.close() == 0
+        wait_for_records(tmp_path / "now.rhrec", 50)
+    finally:
+        stop.set()
+        thread.join(30)
+    with RecordingReader(tmp_path / "now.rhrec") as reader:
+        values = [orjson.loads(r.value or b"") for r in reader.records()]
+    assert sorted(v["new"] for v in values) == list(range(50))  # every new record, none of the old

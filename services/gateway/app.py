@@ -111,7 +111,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
             principal = await ctx.verifier.verify(token)
         except InvalidToken as exc:
             raise HTTPException(401, exc.reason, headers={"WWW-Authenticate": "Bearer"}) from None
-        if principal.role not in ctx.settings.ws_roles:
+        if principal.role not in ctx.settings.ws_allowed_roles:
             raise HTTPException(403, f"role {principal.role!r} may not watch the live feed")
         return {"ticket": ctx.tickets.issue(principal), "expires_in": int(ctx.tickets.ttl_s)}
 

@@ -45,8 +45,10 @@ class GatewaySettings(CommonSettings):
         default=True,
         description="Let map clients without a token watch the cars (no ride events). False: a token is required.",
     )
-    ws_roles: list[str] = Field(
-        default=["rider", "viewer", "admin"], description="Token roles allowed on the live feed (JSON list)."
+    ws_roles: str = Field(
+        default="rider,viewer,admin",
+        pattern=r"^[a-z]+(,[a-z]+)*$",
+        description="Token roles allowed on the live feed (comma-separated).",
     )
     ws_client_msgs_per_s: float = Field(
         default=5.0, gt=0, description="Client message rate limit (token bucket refill per second)."
@@ -65,6 +67,10 @@ class GatewaySettings(CommonSettings):
     roads_path: str | None = Field(
         default=None, description="Road GeoJSON served at /static/roads.geojson (unset: data/gothenburg.roads.geojson)."
     )
+
+    @property
+    def ws_allowed_roles(self) -> frozenset[str]:
+        return frozenset(self.ws_roles.split(","))
 
     @property
     def matching_stats(self) -> str:

@@ -86,7 +86,7 @@ class LiveSocket:
         self.settings = settings
         self.verifier = verifier
         self.tickets = tickets
-        self.allowed_roles = frozenset(settings.ws_roles)
+        self.allowed_roles = settings.ws_allowed_roles
 
     def send_now(self, conn: ServerConnection, message: dict[str, Any]) -> None:
         """Write without waiting: a client that does not read never blocks its own handler either."""

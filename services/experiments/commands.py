@@ -21,7 +21,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
         plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (throughput, latency, CPU) here."),
         steps: str = typer.Option(
-            "1000,5000,10000,20000,50000", "--steps", help="Fleet sizes at 1 Hz (pings offered per second)."
+            "1000,2000,5000,10000,20000,50000", "--steps", help="Fleet sizes at 1 Hz (pings offered per second)."
         ),
         paths: str = typer.Option(
             "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to measure."
@@ -29,6 +29,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         seconds: float = typer.Option(8.0, "--seconds", help="Measured window per step and path."),
         warmup: float = typer.Option(2.0, "--warmup", help="Seconds of load before each window."),
         connections: int = typer.Option(128, "--connections", help="HTTP keep-alive connections of the client."),
+        rest_db_pool: int = typer.Option(64, "--rest-db-pool", help="Postgres connections of the rest edge."),
     ) -> None:
         """REST vs events for the same pings: throughput, latency, CPU, ping-to-row time per fleet size."""
         from ridehail.common.logging import configure_logging
@@ -42,7 +43,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
             raise typer.BadParameter(f"--steps must be comma-separated integers, got {steps!r}") from None
         path_list = tuple(p.strip() for p in paths.split(",") if p.strip())
         try:
-            result = run_ingest_bench(step_list, path_list, seconds, warmup, connections)
+            result = run_ingest_bench(step_list, path_list, seconds, warmup, connections, rest_db_pool)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         ingest_table(result)

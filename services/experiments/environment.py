@@ -45,6 +45,7 @@ class BenchEnvironment:
     broker: PrivateBroker
     matching: ServiceProcess
     edges: dict[str, ServiceProcess] = field(default_factory=dict)
+    postgres_probe: dict[str, float] = field(default_factory=dict)
 
     def components(self) -> dict[str, Any]:
         out: dict[str, Any] = {"postgres": self.postgres, "broker": self.broker, "matching": self.matching}
@@ -107,8 +108,51 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def postgres_probe(dsn: str, n: int = 300) -> dict[str, float]:
+    """What one commit costs on this machine right now: the REST path pays it per ping, the
+    event path per batch (sequential single-row upserts vs one 1000-row upsert)."""
+    import asyncio
+
+    import asyncpg
+
+    from ridehail.ingest.sinks import UPSERT_ONE
+
+    async def probe() -> dict[str, float]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await conn.fetchrow(UPSERT_ONE, f"probe-{i}", 57.7, 11.97, 0.0, 0.0, "available", 1, 0)
+            single = (time.perf_counter() - t0) / n
+            ids = [f"probe-b{i}" for i in range(1000)]
+            t0 = time.perf_counter()
+            for rnd in range(10):
+                await conn.execute(
+                    "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts) "
+                    "SELECT unnest($1::varchar[]), 57.7, 11.97, 'available', $2, 0 "
+                    "ON CONFLICT (driver_id) DO UPDATE SET last_seq = EXCLUDED.last_seq "
+                    "WHERE drivers.last_seq < EXCLUDED.last_seq",
+                    ids,
+                    rnd + 1,
+                )
+            batch = (time.perf_counter() - t0) / 10
+            await conn.execute("DELETE FROM drivers WHERE driver_id LIKE 'probe-%'")
+        finally:
+            await conn.close()
+        return {
+            "single_row_commit_ms": round(single * 1000, 3),
+            "single_row_commits_per_s_one_connection": round(1 / single, 1),
+            "batch_1000_rows_commit_ms": round(batch * 1000, 2),
+            "rows_per_s_in_1000_row_batches": round(1000 / batch, 1),
+        }
+
+    return asyncio.run(probe())
+
+
 @contextlib.contextmanager
-def bench_environment(paths: tuple[str, ...], prefix: str = "ridehail-exp-") -> Iterator[BenchEnvironment]:
+def bench_environment(
+    paths: tuple[str, ...], prefix: str = "ridehail-exp-", rest_db_pool: int = 16
+) -> Iterator[BenchEnvironment]:
     root = temp_root(prefix)
     postgres = PrivatePostgres(root)
     broker = PrivateBroker(root)
@@ -134,6 +178,7 @@ def bench_environment(paths: tuple[str, ...], prefix: str = "ridehail-exp-") -> 
             root,
         )
         env = BenchEnvironment(root, postgres, broker, matching)
+        env.postgres_probe = postgres_probe(postgres.dsn)
         matching.start()
         started.append(matching)
         for path in paths:
@@ -144,7 +189,13 @@ def bench_environment(paths: tuple[str, ...], prefix: str = "ridehail-exp-") -> 
             edge = ServiceProcess(
                 f"ingest-{path}",
                 "ingest",
-                {**common, "RIDEHAIL_INGEST_PORT": str(port), "RIDEHAIL_INGEST_MODE": mode, "RIDEHAIL_INGEST_ACK": ack},
+                {
+                    **common,
+                    "RIDEHAIL_INGEST_PORT": str(port),
+                    "RIDEHAIL_INGEST_MODE": mode,
+                    "RIDEHAIL_INGEST_ACK": ack,
+                    "RIDEHAIL_INGEST_DB_POOL_SIZE": str(rest_db_pool),
+                },
                 port,
                 root,
             )

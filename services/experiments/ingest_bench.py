@@ -24,7 +24,7 @@ from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder,
 
 log = get_logger(__name__)
 
-DEFAULT_STEPS = (1000, 5000, 10000, 20000, 50000)
+DEFAULT_STEPS = (1000, 2000, 5000, 10000, 20000, 50000)
 SATURATED_BELOW = 0.85  # a step achieving less than 85 % of what was offered is past saturation
 PATH_CODES = {"kafka": "k", "rest": "r", "rest-kafka": "rk", "rest-kafka-enqueue": "rke"}
 
@@ -219,14 +219,16 @@ def run_ingest_bench(
     seconds: float = 8.0,
     warmup: float = 2.0,
     connections: int = 128,
+    rest_db_pool: int = 64,
 ) -> dict[str, Any]:
     unknown = set(paths) - set(ALL_PATHS)
     if unknown:
         raise ValueError(f"unknown path(s) {sorted(unknown)}; choose from {ALL_PATHS}")
     started = time.monotonic()
     machine = machine_info()
-    with bench_environment(paths) as env:
+    with bench_environment(paths, rest_db_pool=rest_db_pool) as env:
         results = asyncio.run(_run(paths, steps, seconds, warmup, connections, env))
+        machine["postgres_probe"] = env.postgres_probe
     return {
         "bench": "ingest",
         "machine": machine,
@@ -240,7 +242,7 @@ def run_ingest_bench(
             "max_client_queue_wait_s": 1.0,
             "kafka_producer": "acks=all, idempotent, lz4, linger 5 ms",
             "matching": "one process, location batches up to 20000 / 100 ms, one upsert statement per batch",
-            "ingest_edge": "one uvicorn worker per path",
+            "ingest_edge": f"one uvicorn worker per path; rest: asyncpg pool of {rest_db_pool}",
             "postgres": "private embedded PostgreSQL 18 (unix socket), default config",
             "broker": "private embedded tansu (memory storage)",
         },

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from ridehail.common.events import DriverLocation, encode, now_ms
 from ridehail.common.geo import SERVICE_AREA
@@ -96,6 +96,7 @@ class KafkaPathLoad:
     def __init__(self, bootstrap: str, maker: PingMaker, recorder: PathRecorder, client_id: str) -> None:
         self.producer = EventProducer(bootstrap, client_id)
         self.undelivered_at_close = 0
+        self.refused_reason = ""
         self.maker = maker
         self.recorder = recorder
         self.topic = DRIVER_LOCATION.name
@@ -111,7 +112,11 @@ class KafkaPathLoad:
             else:
                 rec.record(tag, "failed", 0.0, due)
 
-        self.producer.produce(self.topic, encode(ping), ping.driver_id, on_delivery=report)
+        try:
+            self.producer.produce(self.topic, encode(ping), ping.driver_id, on_delivery=report)
+        except KafkaException as exc:  # e.g. _FATAL before the producer was recreated
+            rec.record(tag, "refused", 0.0, due)
+            self.refused_reason = exc.args[0].str()
 
     @property
     def backlog(self) -> int:

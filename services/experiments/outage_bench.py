@@ -78,7 +78,11 @@ def _client_errors(load: Any, rec: PathRecorder) -> dict[str, int]:
             "dropped": st.dropped,
             "rejected_4xx": st.rejected,
         }
-    return {"delivery_failures": rec.count("failed"), "undelivered_at_close": load.undelivered_at_close}
+    return {
+        "delivery_failures": rec.count("failed"),
+        "produce_refused": rec.count("refused"),
+        "undelivered_at_close": load.undelivered_at_close,
+    }
 
 
 async def _scenario(
@@ -126,7 +130,7 @@ async def _scenario(
 
     def gone(p: str) -> int:
         rec = recs[p]
-        return rec.count("failed") + rec.count("given_up") + rec.count("dropped") + rec.count("rejected")
+        return sum(rec.count(k) for k in ("failed", "refused", "given_up", "dropped", "rejected"))
 
     async def monitor() -> None:
         prev_t = time.monotonic()
@@ -255,6 +259,7 @@ def run_outage_bench(
     machine = machine_info()
     with bench_environment(paths) as env:
         results = asyncio.run(_run(env, scenarios, paths, outage_s, rate, retry_s))
+        machine["postgres_probe"] = env.postgres_probe
     return {
         "bench": "outage",
         "machine": machine,

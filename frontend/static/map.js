@@ -111,14 +111,23 @@
       // thousands of markers: move them at 10 Hz instead of every frame (one canvas redraw each)
       if (cars.size > BIG_FLEET && now - lastStep < 100) { requestAnimationFrame(animate); return; }
       lastStep = now;
+      var moved = 0;
       cars.forEach(function (car, id) {
         if (now - car.updated > CAR_TIMEOUT_MS) { map.removeLayer(car.marker); cars.delete(id); return; }
         if (car.lat === car.toLat && car.lon === car.toLon) return;
         var f = car.dur > 0 ? Math.min(1, (now - car.t0) / car.dur) : 1;
         car.lat = car.fromLat + (car.toLat - car.fromLat) * f;
         car.lon = car.fromLon + (car.toLon - car.fromLon) * f;
-        car.marker.setLatLng([car.lat, car.lon]);
+        // setLatLng() would queue one redraw region per marker; move them all, then repaint the
+        // cars' canvas once (Leaflet 1.9.4 is pinned; these are its CircleMarker/Canvas internals)
+        var m = car.marker;
+        m._latlng = L.latLng(car.lat, car.lon);
+        if (m._map) { m._project(); moved++; }
       });
+      if (moved && carRenderer._map) {
+        carRenderer._redrawBounds = null;
+        carRenderer._redraw();
+      }
       requestAnimationFrame(animate);
     }
     requestAnimationFrame(animate);

@@ -40,6 +40,9 @@ RIDE_EVENT = TopicSpec(
     "Ride lifecycle: assigned, arrived, picked_up, completed, cancelled, expired",
 )
 
+# Header on every record put back by `ridehail replay`; the map says "replay" when it sees it.
+REPLAY_HEADER = "ridehail-replay"
+
 TOPICS: tuple[TopicSpec, ...] = (DRIVER_LOCATION, RIDE_REQUEST, RIDE_EVENT)
 
 

@@ -29,13 +29,12 @@ from ridehail.common.events import (
 )
 from ridehail.common.kafka import consumer_config
 from ridehail.common.logging import get_logger
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
+from ridehail.common.topics import DRIVER_LOCATION, REPLAY_HEADER, RIDE_EVENT
 from ridehail.gateway import metrics
 from ridehail.gateway.hub import Hub
 
 log = get_logger(__name__)
 
-REPLAY_HEADER = "ridehail.replay"
 REPLAY_AGE_MS = 30_000  # pings this much older than the wall clock mean a replayed stream
 
 

@@ -30,12 +30,12 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from ridehail.common.kafka import producer_config
 from ridehail.common.logging import get_logger
+from ridehail.common.topics import REPLAY_HEADER
 from ridehail.replay.fileformat import FrameHeader, RecordingError, RecordingReader, SkipReport, read_trailer
 from ridehail.replay.recorder import parse_duration
 
 log = get_logger(__name__)
 
-REPLAY_HEADER = "ridehail-replay"
 REPLAY_HEADER_VALUE = b"1"
 
 _TS_FIELD = re.compile(rb'"ts"\s*:\s*-?\d+')

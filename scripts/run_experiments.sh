@@ -10,7 +10,7 @@ RIDEHAIL="${RIDEHAIL:-.venv/bin/ridehail}"
 [ -x "$RIDEHAIL" ] || RIDEHAIL=ridehail
 OUT="${OUT:-docs/experiments}"
 OUTAGE_SECONDS="${OUTAGE_SECONDS:-30}"
-STEPS="${STEPS:-1000,2000,5000,10000,20000,50000}"
+STEPS="${STEPS:-500,1000,2000,5000,10000,20000,50000}"
 mkdir -p "$OUT"
 echo "machine load before: $(uptime)"
 start=$(date +%s)

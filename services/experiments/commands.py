@@ -21,7 +21,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
         plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (throughput, latency, CPU) here."),
         steps: str = typer.Option(
-            "1000,2000,5000,10000,20000,50000", "--steps", help="Fleet sizes at 1 Hz (pings offered per second)."
+            "500,1000,2000,5000,10000,20000,50000", "--steps", help="Fleet sizes at 1 Hz (pings offered per second)."
         ),
         paths: str = typer.Option(
             "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to measure."

@@ -24,7 +24,7 @@ from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder,
 
 log = get_logger(__name__)
 
-DEFAULT_STEPS = (1000, 2000, 5000, 10000, 20000, 50000)
+DEFAULT_STEPS = (500, 1000, 2000, 5000, 10000, 20000, 50000)
 SATURATED_BELOW = 0.85  # a step achieving less than 85 % of what was offered is past saturation
 PATH_CODES = {"kafka": "k", "rest": "r", "rest-kafka": "rk", "rest-kafka-enqueue": "rke"}
 

@@ -133,6 +133,7 @@ class KafkaSink:
         self._queue_limit = 400_000
         self._failures_in_a_row = 0
         self._recreated_at = 0.0
+        self._last_delivery = 0.0
 
     def _new_producer(self) -> EventProducer:
         timeout_ms = max(int(self._timeout_s * 1000), 1000)
@@ -140,13 +141,20 @@ class KafkaSink:
 
     async def start(self) -> None:
         self._producer = self._new_producer()
-        self._recreated_at = time.monotonic()
+        self._recreated_at = self._last_delivery = time.monotonic()
+
+    def _stuck(self) -> bool:
+        """Records waiting but nothing delivered (nor failed) for a while: the client is wedged."""
+        assert self._producer is not None
+        quiet_s = time.monotonic() - max(self._last_delivery, self._recreated_at)
+        return self._producer.pending() > 0 and quiet_s > 2 * self._timeout_s
 
     def _failed(self) -> None:
         """Deliveries that keep failing after a broker restart: an idempotent producer whose
         producer id the broker forgot never recovers by itself, so start a fresh one."""
         self._failures_in_a_row += 1
-        if self._failures_in_a_row >= 3 and time.monotonic() - self._recreated_at > 2 * self._timeout_s:
+        settled = time.monotonic() - self._recreated_at > 2 * self._timeout_s
+        if (self._failures_in_a_row >= 3 or self._stuck()) and settled:
             old, self._producer = self._producer, self._new_producer()
             self._recreated_at = time.monotonic()
             self._failures_in_a_row = 0
@@ -156,6 +164,7 @@ class KafkaSink:
                 threading.Thread(target=old.close, args=(0.5,), daemon=True).start()
 
     def _on_delivery(self, err: KafkaError | None, _: Message) -> None:
+        self._last_delivery = time.monotonic()
         if err is not None:
             self.delivery_failures += 1
             self._failures_in_a_row += 1
@@ -168,8 +177,9 @@ class KafkaSink:
         assert producer is not None, "start() first"
         value = encode(ping)
         if self.ack == "enqueue":
-            if self._failures_in_a_row >= 3:
+            if self._failures_in_a_row >= 3 or self._stuck():
                 self._failed()
+                producer = self._producer
             if producer.pending() >= self._queue_limit:
                 raise SinkUnavailable("producer queue full: broker not keeping up")
             try:

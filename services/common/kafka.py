@@ -61,6 +61,7 @@ def producer_config(bootstrap: str, client_id: str, **overrides: Any) -> dict[st
         "allow.auto.create.topics": False,
         "socket.connection.setup.timeout.ms": 5000,
         "reconnect.backoff.max.ms": 2000,
+        "log_level": 2,  # connection failures reach error_cb (one log line per outage), not stderr per retry
     }
     conf.update(overrides)
     return conf
@@ -82,6 +83,8 @@ def consumer_config(bootstrap: str, group_id: str, client_id: str, **overrides: 
         "socket.connection.setup.timeout.ms": 5000,
         "reconnect.backoff.max.ms": 2000,
         "fetch.wait.max.ms": 50,
+        "topic.metadata.refresh.interval.ms": 5000,  # notice re-created topics soon after a broker restart
+        "log_level": 2,
     }
     conf.update(overrides)
     return conf

@@ -6,6 +6,8 @@ the wrong partition count, so every client disables it and ``ensure_topics`` run
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -55,19 +57,26 @@ def all_topic_specs() -> list[TopicSpec]:
     return specs
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0, quiet: bool = False
+) -> list[str]:
     """Create missing topics; return the names created. Safe to call any number of times."""
     specs = specs or all_topic_specs()
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 2}
+    )
     deadline = time.monotonic() + timeout_s
+    warned = False
     while True:
         try:
-            existing = set(admin.list_topics(timeout=5).topics)
+            existing = set(admin.list_topics(timeout=min(5.0, timeout_s)).topics)
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"broker at {bootstrap} unreachable: {exc}") from exc
-            log.warning("broker_unreachable", bootstrap=bootstrap, retry_in_s=1)
+            if not warned and not quiet:
+                log.warning("broker_unreachable", bootstrap=bootstrap, retrying=True)
+                warned = True
             time.sleep(1)
     missing = [s for s in specs if s.name not in existing]
     created: list[str] = []
@@ -96,3 +105,31 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec] | None = None, timeout_
     if created:
         log.info("topics_created", topics=created)
     return created
+
+
+async def wait_for_topics(bootstrap: str, stop: asyncio.Event | None = None) -> bool:
+    """Ensure the topics, retrying with backoff for as long as the broker is unreachable.
+
+    Logs one warning per outage, never raises for an unreachable broker; returns False if ``stop``
+    was set before the broker answered.
+    """
+    delay, warned = 1.0, False
+    while True:
+        try:
+            await asyncio.to_thread(ensure_topics, bootstrap, None, 8.0, True)
+        except (RuntimeError, KafkaException) as exc:
+            if not warned:
+                log.warning("waiting_for_broker", bootstrap=bootstrap, error=str(exc)[:200])
+                warned = True
+        else:
+            if warned:
+                log.info("broker_reachable", bootstrap=bootstrap)
+            return True
+        if stop is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return False
+        else:
+            await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)

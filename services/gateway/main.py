@@ -84,8 +84,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     from ridehail.common.postgres import resolve_database_url
 
     url, _ = await asyncio.to_thread(resolve_database_url, settings, False)
-    engine = make_engine(url)
-    await wait_for_database(engine)
+    engine = make_engine(url)  # connects lazily: /readyz reports the database until it answers
     session_factory = make_sessionmaker(engine)
     producer = EventProducer(settings.bootstrap, "gateway")
     verifier = TokenVerifier(settings.auth_url + "/.well-known/jwks.json")
@@ -105,7 +104,12 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     else:
         relay = OutboxRelay(session_factory, producer, name="gateway")
         ctx.relay = relay
-        tasks.append(asyncio.create_task(_supervise("outbox_relay", lambda: relay.run(stop), stop)))
+
+        async def relay_when_database_answers() -> None:
+            await wait_for_database(engine)  # one log line while it is down, not one per retry
+            await relay.run(stop)
+
+        tasks.append(asyncio.create_task(_supervise("outbox_relay", relay_when_database_answers, stop)))
 
     ws_server = await start_ws_server(live, settings, settings.host, settings.gateway_ws_port)
     http = make_server(create_app(ctx), settings.host, settings.gateway_port)
@@ -124,7 +128,12 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     http.should_exit = True
     ws_server.close()
     await ws_server.wait_closed()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=8)
+    except TimeoutError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     producer.close(5)
     await engine.dispose()
 

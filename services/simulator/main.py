@@ -15,7 +15,7 @@ from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.roads import RoadGraph
 from ridehail.common.service import run_service
-from ridehail.common.topics import ensure_topics
+from ridehail.common.topics import wait_for_topics
 from ridehail.simulator.fleet import Fleet
 from ridehail.simulator.riders import RiderSimulator
 from ridehail.simulator.runtime import FleetRunner, fleet_config_from, make_consumer
@@ -114,18 +114,23 @@ class SimulatorService:
 
     async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ensure_topics, self.settings.bootstrap)
-        tasks = [asyncio.create_task(self.runner.run(stop), name="fleet")]
+        tasks: list[asyncio.Task[Any]] = []
+        server = None
+        if self.serve_http:  # /readyz answers (503) while the broker is still unreachable
+            server = make_server(self.http_app(), self.settings.host, self.settings.simulator_port)
+            tasks.append(asyncio.create_task(server.serve(), name="http"))
+        if not await wait_for_topics(self.settings.bootstrap, stop):
+            if server is not None:
+                server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
+        tasks.append(asyncio.create_task(self.runner.run(stop), name="fleet"))
         if self.rest is not None:
             tasks.append(asyncio.create_task(self.rest.run(stop), name="rest-pings"))
         if self.consume:
             tasks.append(asyncio.create_task(self.consumer.run(stop), name="ride-events"))
         if self.settings.riders_per_min > 0:
             tasks.append(asyncio.create_task(self.riders.run(stop), name="riders"))
-        server = None
-        if self.serve_http:
-            server = make_server(self.http_app(), self.settings.host, self.settings.simulator_port)
-            tasks.append(asyncio.create_task(server.serve(), name="http"))
         self.started = True
         log.info(
             "simulator_started",

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.topics import ensure_topics
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -129,6 +130,7 @@ def test_service_waits_for_the_broker(service: str, database_url: str, tmp_path:
         text = log.read_text()
         assert text.count("broker_unreachable") <= 6, "the outage is logged in a loop"
         broker = start_broker(port=broker_port)
+        ensure_topics(f"127.0.0.1:{broker_port}")  # what `ridehail up` does after starting a broker
         _wait_status(proc, port, 200, 60, log)
     finally:
         proc.terminate()

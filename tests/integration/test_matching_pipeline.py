@@ -35,8 +35,9 @@ PICKUP = LatLon(57.7000, 11.9700)
 DROPOFF = LatLon(57.7100, 11.9900)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def own_broker() -> Iterator[str]:
+    """A broker per test: a fresh database must not meet the previous test's requests on the topics."""
     with private_broker() as bootstrap:
         yield bootstrap
 

@@ -104,7 +104,10 @@ async def rider_or_admin(request: Request) -> Principal:
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    return request.app.state.ctx.session_factory  # type: ignore[no-any-return]
+    factory = getattr(request.app.state.ctx, "session_factory", None)
+    if factory is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="ride requests need the database")
+    return factory  # type: ignore[no-any-return]
 
 
 def _wake_relay(request: Request) -> None:

@@ -8,13 +8,16 @@ and the transition history; ``DELETE`` cancels before pickup (409 afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ridehail.common.auth_deps import require_principal
@@ -110,6 +113,20 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return factory  # type: ignore[no-any-return]
 
 
+@contextlib.asynccontextmanager
+async def _database_errors_as_503(action: str) -> AsyncIterator[None]:
+    """Postgres away or failing: a 503 with a reason and Retry-After, never a 500."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("rides_database_error", action=action, error=type(exc).__name__)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the ride database is unavailable, retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
 def _wake_relay(request: Request) -> None:
     relay = getattr(request.app.state.ctx, "relay", None)
     if relay is not None:
@@ -154,12 +171,13 @@ async def request_ride(
     response: Response,
     principal: Annotated[Principal, Depends(rider)],
 ) -> RideAccepted:
-    ride_id = await create_ride(
-        _sessions(request),
-        principal.sub,
-        LatLon(body.pickup.lat, body.pickup.lon),
-        LatLon(body.dropoff.lat, body.dropoff.lon),
-    )
+    async with _database_errors_as_503("request"):
+        ride_id = await create_ride(
+            _sessions(request),
+            principal.sub,
+            LatLon(body.pickup.lat, body.pickup.lon),
+            LatLon(body.dropoff.lat, body.dropoff.lon),
+        )
     _wake_relay(request)
     response.headers["Location"] = f"/api/rides/{ride_id}"
     log.info("ride_requested", ride_id=ride_id, rider_id=principal.sub)
@@ -178,7 +196,7 @@ async def _load_ride(session: AsyncSession, ride_id: str, principal: Principal, 
 async def get_ride(
     ride_id: str, request: Request, principal: Annotated[Principal, Depends(rider_or_admin)]
 ) -> RideView:
-    async with transaction(_sessions(request)) as session:
+    async with _database_errors_as_503("get"), transaction(_sessions(request)) as session:
         row = await _load_ride(session, ride_id, principal)
         history = (
             (
@@ -218,7 +236,7 @@ async def get_ride(
 async def cancel_ride(
     ride_id: str, request: Request, principal: Annotated[Principal, Depends(rider_or_admin)]
 ) -> RideAccepted:
-    async with transaction(_sessions(request)) as session:
+    async with _database_errors_as_503("cancel"), transaction(_sessions(request)) as session:
         row = await _load_ride(session, ride_id, principal, lock=True)
         current = row["status"]
         if current == "cancelled":

@@ -134,3 +134,17 @@ async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncCl
     assert r.status_code == 401
     r = await client.post("/api/rides", json=BODY, headers=auth(signer, "d1", "driver"))
     assert r.status_code == 403 and "role" in r.json()["detail"]
+
+
+async def test_database_down_gives_503_with_a_reason_never_a_500(signer: LocalSigner) -> None:
+    from ridehail.matching.testing import free_port
+
+    unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with rides_app(unreachable, signer) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.post("/api/rides", json=BODY, headers=auth(signer))
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert "unavailable" in r.json()["detail"]
+            assert (await c.get("/api/rides/x", headers=auth(signer))).status_code == 503
+            assert (await c.delete("/api/rides/x", headers=auth(signer))).status_code == 503

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,23 +44,45 @@ def create_app(settings: AuthSettings) -> FastAPI:
     database_url = settings.database_url
     engine_holder: dict[str, AsyncEngine] = {}
 
+    async def initialise(app: FastAPI, engine: AsyncEngine) -> None:
+        """Wait for Postgres, then open the read pool and load (or create) the signing keys.
+
+        Runs beside the server, so /healthz and /readyz (503) answer while the database is away."""
+        delay = 0.5
+        while True:
+            read_pool: asyncpg.Pool | None = None
+            try:
+                await wait_for_database(engine)
+                read_pool = await asyncpg.create_pool(
+                    to_asyncpg_dsn(database_url), min_size=1, max_size=settings.db_pool_size
+                )
+                state = await AuthState.start(settings, engine, make_sessionmaker(engine), read_pool)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError) as exc:
+                if read_pool is not None:
+                    await read_pool.close()
+                log.warning("auth_start_retry", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            app.state.auth = state
+            log.info("auth_ready", kid=state.issuer.key_set.active.kid)
+            return
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(database_url, pool_size=settings.db_pool_size)
         engine_holder["engine"] = engine
+        starting = asyncio.create_task(initialise(app, engine), name="auth-initialise")
         try:
-            await wait_for_database(engine)
-            read_pool = await asyncpg.create_pool(
-                to_asyncpg_dsn(database_url), min_size=1, max_size=settings.db_pool_size
-            )
-            try:
-                app.state.auth = await AuthState.start(settings, engine, make_sessionmaker(engine), read_pool)
-                log.info("auth_ready", kid=app.state.auth.issuer.key_set.active.kid)
-                yield
-                await app.state.auth.close()
-            finally:
-                await read_pool.close()
+            yield
         finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            state: AuthState | None = getattr(app.state, "auth", None)
+            if state is not None:
+                await state.close()
+                await state.read_pool.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -71,7 +95,8 @@ def create_app(settings: AuthSettings) -> FastAPI:
 
     async def readiness() -> dict[str, bool]:
         engine = engine_holder.get("engine")
-        return {"database": engine is not None and await ping(engine)}
+        started = getattr(app.state, "auth", None) is not None
+        return {"database": started and engine is not None and await ping(engine)}
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,11 +51,14 @@ E401 = {401: _err("Missing, invalid or expired credentials", BEARER)}
 E403 = {403: _err("Authenticated, but the role may not do this")}
 E413 = {400: _err("Body could not be parsed (e.g. not UTF-8)"), 413: _err("Request body too large")}
 E429 = {429: _err("Too many attempts; retry after the given seconds", RETRY_AFTER)}
-E503 = {503: _err("Database unavailable")}
+E503 = {503: _err("Database unavailable", RETRY_AFTER)}
 
 
 def get_state(request: Request) -> AuthState:
-    return request.app.state.auth  # type: ignore[no-any-return]
+    state: AuthState | None = getattr(request.app.state, "auth", None)
+    if state is None:  # still waiting for the database at start-up
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable", headers={"Retry-After": "1"})
+    return state
 
 
 State = Annotated[AuthState, Depends(get_state)]
@@ -278,6 +281,7 @@ def build_router() -> APIRouter:
         "/.well-known/jwks.json",
         summary="Public signing keys (JWKS) for offline token verification",
         tags=["keys"],
+        responses={**E503},
     )
     async def jwks(state: State, response: Response) -> JWKS:
         response.headers["Cache-Control"] = "public, max-age=60"

@@ -97,6 +97,7 @@ class MatchingEngine:
         self.waiting: dict[str, WaitingRide] = {}
         self._lock = asyncio.Lock()  # rides handler and ticker never interleave their assignments
         self._dirty = True
+        self._loaded_once = False
         self.meter = m.RateMeter()
         self.assigned = 0
         self.expired = 0
@@ -105,10 +106,12 @@ class MatchingEngine:
     # -- state from Postgres -----------------------------------------------------------------------
     async def rebuild(self) -> None:
         """Re-read available drivers and waiting rides (start, periodic refresh, after a failure)."""
+        # Read outside the lock (ride handling goes on meanwhile); swap under it. Anything that
+        # changed in between is at worst a claim that fails or a ride that is no longer waiting.
+        async with transaction(self._factory) as session:
+            drivers = await store.load_drivers(session)
+            rides = await store.load_waiting_rides(session)
         async with self._lock:
-            async with transaction(self._factory) as session:
-                drivers = await store.load_drivers(session)
-                rides = await store.load_waiting_rides(session)
             self.index.clear()
             for d in drivers:
                 if d.status == "available" and d.current_ride_id is None:
@@ -125,7 +128,9 @@ class MatchingEngine:
             }
             self._dirty = False
             self._update_gauges()
-        log.info("matching_state_loaded", drivers_available=len(self.index), rides_waiting=len(self.waiting))
+        report = log.debug if self._loaded_once else log.info  # the periodic refresh stays quiet
+        report("matching_state_loaded", drivers_available=len(self.index), rides_waiting=len(self.waiting))
+        self._loaded_once = True
 
     def _update_gauges(self) -> None:
         m.DRIVERS_AVAILABLE.set(len(self.index))

@@ -84,7 +84,7 @@ async def set_ride_status(
 ) -> bool:
     """Conditional transition: only moves a ride that is still in one of ``expected``."""
     assert timestamp_column.endswith("_at") and timestamp_column.isidentifier()
-    sets = [f"status = :target, {timestamp_column} = now()"]
+    sets = [f"status = :target, {timestamp_column} = clock_timestamp()"]  # when it happened, not txn start
     params: dict[str, Any] = {"r": ride_id, "expected": list(expected), "target": target}
     if driver_id is not None:
         sets.append("driver_id = :d")

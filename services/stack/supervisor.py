@@ -130,6 +130,10 @@ class Stack:
         env["RIDEHAIL_DATABASE_URL"] = self.database_url
         env["RIDEHAIL_KAFKA_BOOTSTRAP"] = self.bootstrap
         env["PYTHONUNBUFFERED"] = "1"
+        # The gateway proxies browsers' /auth/* calls: let auth believe its X-Forwarded-For, so the
+        # per-address login limit counts browsers, not the gateway.
+        gateway_address = "127.0.0.1" if self.settings.host == "0.0.0.0" else self.settings.host
+        env.setdefault("RIDEHAIL_TRUSTED_PROXIES", gateway_address)
         if self.options.drivers is not None:
             env["RIDEHAIL_DRIVERS"] = str(self.options.drivers)
         env.update(self.options.extra_env)

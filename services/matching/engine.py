@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -282,8 +283,6 @@ class MatchingEngine:
             self.waiting.pop(event.ride_id, None)
 
     async def _refresh_driver(self, session: AsyncSession, driver_id: str, after: list[Callable[[], None]]) -> None:
-        from sqlalchemy import text
-
         row = (
             await session.execute(
                 text("SELECT lat, lon, status, current_ride_id FROM drivers WHERE driver_id = :d"), {"d": driver_id}

@@ -26,7 +26,7 @@ from ridehail.common.kafka import BatchConsumer, EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.outbox import OutboxRelay
 from ridehail.common.service import run_service
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST, ensure_topics
+from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST, wait_for_topics
 from ridehail.matching.engine import MatchingEngine
 from ridehail.matching.eta import make_eta_model
 from ridehail.matching.settings import MatchingSettings
@@ -107,18 +107,36 @@ class MatchingService:
 
         return app
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await wait_for_database(self.engine_db)
-        await asyncio.get_running_loop().run_in_executor(None, ensure_topics, self.settings.bootstrap)
+    async def _start_when_ready(self, stop: asyncio.Event) -> bool:
+        """Wait (cancellably, one log line each) for Postgres and the broker, then load the state."""
+        waiting = asyncio.create_task(wait_for_database(self.engine_db))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiting, stopped], return_when="FIRST_COMPLETED")
+        if stop.is_set():
+            waiting.cancel()
+            return False
+        stopped.cancel()
+        if not await wait_for_topics(self.settings.bootstrap, stop):
+            return False
         await self.engine.rebuild()
         self.started = True
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # Health endpoints first: /readyz answers 503 while Postgres or the broker is unreachable.
         server = make_server(self.http_app(), self.settings.host, self.settings.matching_port)
+        http = asyncio.create_task(server.serve(), name="http")
+        if not await self._start_when_ready(stop):
+            server.should_exit = True
+            await http
+            await self.engine_db.dispose()
+            return
         tasks = [
             asyncio.create_task(self.locations.run(stop), name="locations"),
             asyncio.create_task(self.rides.run(stop), name="rides"),
             asyncio.create_task(self.engine.run_ticker(stop), name="ticker"),
             asyncio.create_task(self.relay.run(stop), name="relay"),
-            asyncio.create_task(server.serve(), name="http"),
+            http,
         ]
         log.info(
             "matching_started",

@@ -88,14 +88,14 @@ async def _measure_step(
         load = HttpPathLoad(
             env.ingest_url(path), maker, rec, connections=connections, retry_s=0.0, max_queue_wait_s=1.0
         )
+    dlq0 = env.dead_lettered()
+    _send_malformed(load, maker)  # first in the queue, so a saturated client still sends them
     stop = asyncio.Event()
     pacer = asyncio.create_task(paced(rate, load.emit, stop))
     cpu = CpuSet(env)
     await asyncio.sleep(warmup)
     # -- window ----------------------------------------------------------------------------------
     rec.window_start = time.monotonic()
-    dlq0 = env.dead_lettered()
-    _send_malformed(load, maker)
     c0 = env.consumed() or 0.0
     cpu0 = cpu.snapshot()
     client0 = time.process_time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     func,
@@ -147,6 +149,47 @@ class Ride(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    quote_id: Mapped[str | None] = mapped_column(String(64))
+    surge_multiplier: Mapped[float | None] = mapped_column(Double)
+    quoted_price: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    fare: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    fare_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class Quote(Base):
+    """A price offered for a trip, valid until ``expires_at``; ``ride_id`` is set once it is used."""
+
+    __tablename__ = "quotes"
+
+    quote_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rider_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    pickup_lat: Mapped[float] = mapped_column(Double, nullable=False)
+    pickup_lon: Mapped[float] = mapped_column(Double, nullable=False)
+    dropoff_lat: Mapped[float] = mapped_column(Double, nullable=False)
+    dropoff_lon: Mapped[float] = mapped_column(Double, nullable=False)
+    cell: Mapped[str] = mapped_column(String(16), nullable=False)
+    distance_m: Mapped[float] = mapped_column(Double, nullable=False)
+    duration_s: Mapped[float] = mapped_column(Double, nullable=False)
+    surge_multiplier: Mapped[float] = mapped_column(Double, nullable=False)
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    breakdown: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    ride_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class SurgeCell(Base):
+    """The current surge multiplier of one H3 cell (written by pricing when it changes)."""
+
+    __tablename__ = "surge_cells"
+
+    cell: Mapped[str] = mapped_column(String(16), primary_key=True)
+    multiplier: Mapped[float] = mapped_column(Double, nullable=False)
+    demand: Mapped[int] = mapped_column(Integer, nullable=False)
+    supply: Mapped[int] = mapped_column(Integer, nullable=False)
+    ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = _now()
 
 
 class RideEventRow(Base):

@@ -18,7 +18,7 @@ Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS84 latitu
 Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 DriverStatus = Literal["available", "to_pickup", "on_trip", "offline"]
-RideStatus = Literal["requested", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"]
+RideStatus = Literal["requested", "offered", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"]
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +62,7 @@ class DriverLocation(Event, tag="driver.location", frozen=True, kw_only=True):
     heading: Annotated[float, msgspec.Meta(ge=0.0, lt=360.0)] = 0.0
     speed: Annotated[float, msgspec.Meta(ge=0.0, le=100.0, description="metres per second")] = 0.0
     status: DriverStatus = "available"
+    offers: bool = False  # the driver answers ride offers (accept/decline); without it matching assigns directly
 
 
 class RideRequested(Event, tag="ride.requested", frozen=True, kw_only=True):
@@ -71,6 +72,39 @@ class RideRequested(Event, tag="ride.requested", frozen=True, kw_only=True):
     rider_id: Id
     pickup: LatLon
     dropoff: LatLon
+
+
+class RideOffered(Event, tag="ride.offered", frozen=True, kw_only=True):
+    """Matching holds ``driver_id`` for the ride and asks it to accept before ``expires_ts``.
+    The offer's id is this event's ``event_id``; answers must quote it."""
+
+    ride_id: Id
+    rider_id: str | None = None
+    driver_id: Id
+    pickup: LatLon
+    dropoff: LatLon
+    eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
+    expires_ts: Annotated[int, msgspec.Meta(ge=0, description="epoch ms: no answer by then moves the offer on")]
+
+
+class RideOfferAnswered(Event, tag="ride.offer_answered", frozen=True, kw_only=True):
+    """The driver's answer to one offer (published by the driver, i.e. the simulator)."""
+
+    ride_id: Id
+    driver_id: Id
+    offer_id: Id
+    accepted: bool
+    reason: str = ""
+
+
+class RideOfferTimedOut(Event, tag="ride.offer_timed_out", frozen=True, kw_only=True):
+    """Matching withdrew an unanswered offer; the driver is free again and the ride moves on."""
+
+    ride_id: Id
+    driver_id: Id
+    offer_id: Id
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
 class RideAssigned(Event, tag="ride.assigned", frozen=True, kw_only=True):
@@ -116,12 +150,25 @@ class RideExpired(Event, tag="ride.expired", frozen=True, kw_only=True):
     reason: str
 
 
-RideLifecycleEvent = RideAssigned | RideArrived | RidePickedUp | RideCompleted | RideCancelled | RideExpired
+RideLifecycleEvent = (
+    RideOffered
+    | RideOfferAnswered
+    | RideOfferTimedOut
+    | RideAssigned
+    | RideArrived
+    | RidePickedUp
+    | RideCompleted
+    | RideCancelled
+    | RideExpired
+)
 AnyEvent = DriverLocation | RideRequested | RideLifecycleEvent
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     DriverLocation,
     RideRequested,
+    RideOffered,
+    RideOfferAnswered,
+    RideOfferTimedOut,
     RideAssigned,
     RideArrived,
     RidePickedUp,

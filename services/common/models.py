@@ -34,8 +34,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-DRIVER_STATUSES = ("available", "to_pickup", "on_trip", "offline")
-RIDE_STATUSES = ("requested", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired")
+DRIVER_STATUSES = ("available", "offered", "to_pickup", "on_trip", "offline")
+RIDE_STATUSES = ("requested", "offered", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired")
 USER_ROLES = ("rider", "driver", "admin", "viewer")
 
 
@@ -123,6 +123,7 @@ class Driver(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     last_ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
     current_ride_id: Mapped[str | None] = mapped_column(String(64))
+    accepts_offers: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     updated_at: Mapped[datetime] = _now()
 
 
@@ -131,6 +132,7 @@ class Ride(Base):
     __table_args__ = (
         CheckConstraint(_in("status", RIDE_STATUSES), name="status"),
         Index("ix_rides_rider_requested", "rider_id", "requested_at"),
+        Index("ix_rides_offered", "offered_at", postgresql_where="status = 'offered'"),
     )
 
     ride_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -154,6 +156,12 @@ class Ride(Base):
     quoted_price: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     fare: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     fare_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    offer_id: Mapped[str | None] = mapped_column(String(64))
+    offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    offer_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    cancellation_fee: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    replayed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
 
 class Quote(Base):

@@ -26,7 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 
 SERVICES = ("auth", "matching", "gateway", "simulator")
-PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments")
+PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments", "pricing")
 
 
 class Service(StrEnum):
@@ -35,6 +35,7 @@ class Service(StrEnum):
     gateway = "gateway"
     simulator = "simulator"
     ingest = "ingest"
+    pricing = "pricing"
 
 
 @app.command()

@@ -72,6 +72,8 @@ class RideRequested(Event, tag="ride.requested", frozen=True, kw_only=True):
     rider_id: Id
     pickup: LatLon
     dropoff: LatLon
+    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
+    quote_id: str | None = None
 
 
 class RideOffered(Event, tag="ride.offered", frozen=True, kw_only=True):
@@ -114,6 +116,7 @@ class RideAssigned(Event, tag="ride.assigned", frozen=True, kw_only=True):
     pickup: LatLon
     dropoff: LatLon
     eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
 
 
 class RideArrived(Event, tag="ride.arrived", frozen=True, kw_only=True):
@@ -134,6 +137,8 @@ class RideCompleted(Event, tag="ride.completed", frozen=True, kw_only=True):
     driver_id: Id
     distance_m: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     duration_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    fare: Annotated[float, msgspec.Meta(ge=0.0, description="final fare, currency units")] | None = None
+    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
 
 
 class RideCancelled(Event, tag="ride.cancelled", frozen=True, kw_only=True):
@@ -148,6 +153,17 @@ class RideExpired(Event, tag="ride.expired", frozen=True, kw_only=True):
     ride_id: Id
     rider_id: str | None = None
     reason: str
+
+
+class SurgeChanged(Event, tag="pricing.surge", frozen=True, kw_only=True):
+    """A cell's surge multiplier changed (published by pricing). Key: the H3 cell."""
+
+    cell: Annotated[str, msgspec.Meta(min_length=1, max_length=16, description="H3 cell index (hex)")]
+    resolution: Annotated[int, msgspec.Meta(ge=0, le=15)]
+    multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)]
+    previous: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 1.0
+    demand: Annotated[int, msgspec.Meta(ge=0, description="ride requests in the window")] = 0
+    supply: Annotated[int, msgspec.Meta(ge=0, description="available drivers in the window")] = 0
 
 
 RideLifecycleEvent = (
@@ -175,6 +191,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     RideCompleted,
     RideCancelled,
     RideExpired,
+    SurgeChanged,
 )
 
 _encoder = msgspec.json.Encoder()

@@ -103,6 +103,8 @@ SERVICE_SETTINGS_MODULES = (
     "ridehail.gateway.settings",
     "ridehail.simulator.settings",
     "ridehail.ingest.settings",
+    "ridehail.pricing.settings",
+    "ridehail.common.fares",
 )
 
 

@@ -41,11 +41,17 @@ RIDE_EVENT = TopicSpec(
     "ride_id",
     "Ride lifecycle: assigned, arrived, picked_up, completed, cancelled, expired",
 )
+PRICING_SURGE = TopicSpec(
+    "ridehail.pricing.surge.v1",
+    3,
+    "cell",
+    "Surge multiplier changes per H3 cell (only when a cell's multiplier changes)",
+)
 
 # Header on every record put back by `ridehail replay`; the map says "replay" when it sees it.
 REPLAY_HEADER = "ridehail-replay"
 
-TOPICS: tuple[TopicSpec, ...] = (DRIVER_LOCATION, RIDE_REQUEST, RIDE_EVENT)
+TOPICS: tuple[TopicSpec, ...] = (DRIVER_LOCATION, RIDE_REQUEST, RIDE_EVENT, PRICING_SURGE)
 
 
 def all_topic_specs() -> list[TopicSpec]:

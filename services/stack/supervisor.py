@@ -1,7 +1,7 @@
 """Start broker, Postgres, migrations, topics and every service; watch them; stop them all.
 
 Order: broker (unless RIDEHAIL_KAFKA_BOOTSTRAP is set) -> Postgres (RIDEHAIL_DATABASE_URL, else
-127.0.0.1:5432, else embedded) -> migrations -> topics -> auth, matching, gateway, simulator.
+127.0.0.1:5432, else embedded) -> migrations -> topics -> auth, matching, pricing, gateway, simulator.
 A child that dies is reported loudly and restarted with backoff (at most 5 times a minute);
 past that the whole stack stops with an error instead of flapping silently.
 """
@@ -25,7 +25,7 @@ from ridehail.common.health import port_is_free
 from ridehail.common.settings import CommonSettings
 from ridehail.stack.children import Child, python_argv, stop_all
 
-SERVICE_ORDER = ("auth", "matching", "gateway", "simulator")
+SERVICE_ORDER = ("auth", "matching", "pricing", "gateway", "simulator")
 STOP_TIMEOUT_S = 8.0
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -42,6 +42,16 @@ class StackOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+def pricing_port(settings: CommonSettings) -> int:
+    """The pricing service's port (its setting lives in PricingSettings, read from the same environment)."""
+    port = getattr(settings, "pricing_port", None)
+    if port is None:
+        from ridehail.pricing.settings import PricingSettings
+
+        port = PricingSettings().pricing_port
+    return int(port)
+
+
 def service_ports(settings: CommonSettings) -> dict[str, tuple[int, str]]:
     """Every port the stack binds, with the setting that changes it."""
     return {
@@ -50,6 +60,7 @@ def service_ports(settings: CommonSettings) -> dict[str, tuple[int, str]]:
         "auth": (settings.auth_port, "RIDEHAIL_AUTH_PORT"),
         "matching": (settings.matching_port, "RIDEHAIL_MATCHING_PORT"),
         "simulator": (settings.simulator_port, "RIDEHAIL_SIMULATOR_PORT"),
+        "pricing": (pricing_port(settings), "RIDEHAIL_PRICING_PORT"),
     }
 
 
@@ -146,6 +157,7 @@ class Stack:
             "matching": s.matching_port,
             "gateway": s.gateway_port,
             "simulator": s.simulator_port,
+            "pricing": pricing_port(s),
         }
         return {name: f"http://{s.host}:{ports[name]}/readyz" for name in self.options.services}
 
@@ -188,6 +200,7 @@ class Stack:
             ("auth", s.auth_port),
             ("matching", s.matching_port),
             ("simulator", s.simulator_port),
+            ("pricing", pricing_port(s)),
         ):
             if name in self.options.services:
                 rows.append((f"{name} metrics", f"http://{host}:{port}/metrics"))

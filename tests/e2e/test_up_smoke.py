@@ -53,7 +53,7 @@ def test_up_runs_the_whole_stack_and_stops_clean(tmp_path: Path) -> None:
         t0 = time.monotonic()
         children = stack.descendants()
         names = " ".join(" ".join(p.cmdline()) for p in children)
-        for service in ("auth", "matching", "gateway", "simulator", "tansu"):
+        for service in ("auth", "matching", "pricing", "gateway", "simulator", "tansu"):
             assert service in names, f"{service} is not running under ridehail up"
 
         page = httpx.get(stack.gateway_url + "/", timeout=10)

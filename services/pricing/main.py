@@ -1,0 +1,30 @@
+"""`ridehail serve pricing`: the surge pricing service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ridehail.common.logging import get_logger
+from ridehail.common.service import run_service
+from ridehail.pricing.settings import PricingSettings
+
+log = get_logger(__name__)
+
+
+async def run(settings: PricingSettings, stop: asyncio.Event) -> None:
+    from ridehail.pricing.service import PricingService
+
+    if not settings.database_url:
+        from ridehail.common.postgres import DatabaseUnavailable, resolve_database_url
+
+        loop = asyncio.get_running_loop()
+        try:
+            url, _ = await loop.run_in_executor(None, lambda: resolve_database_url(settings, allow_embedded=False))
+            settings = settings.model_copy(update={"database_url": url})
+        except DatabaseUnavailable as exc:
+            log.warning("pricing_without_database", reason=str(exc)[:200])
+    await PricingService(settings).run(stop)
+
+
+def serve() -> None:
+    run_service("pricing", PricingSettings, run)

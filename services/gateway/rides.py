@@ -8,13 +8,16 @@ and the transition history; ``DELETE`` cancels before pickup (409 afterwards).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +31,7 @@ from ridehail.common.geo import SERVICE_AREA
 from ridehail.common.logging import get_logger
 from ridehail.common.outbox import add_outbox
 from ridehail.common.topics import RIDE_EVENT, RIDE_REQUEST
+from ridehail.matching.cancellation import CANCEL_GRACE_S, CANCELLATION_FEE, CURRENCY, cancellation_fee, fee_breakdown
 from ridehail.matching.lifecycle import CANCELLABLE_STATUSES, INITIAL_STATUS, next_status
 from ridehail.matching.store import insert_ride_event, release_driver
 
@@ -227,38 +231,181 @@ async def get_ride(
     )
 
 
-@router.delete(
-    "/{ride_id}",
-    response_model=RideAccepted,
-    summary="Cancel a ride before pickup (409 once the rider is on board or the ride has ended)",
-    responses={404: {}, 409: {}},
-)
-async def cancel_ride(
-    ride_id: str, request: Request, principal: Annotated[Principal, Depends(rider_or_admin)]
-) -> RideAccepted:
-    async with _database_errors_as_503("cancel"), transaction(_sessions(request)) as session:
+class CancelResult(BaseModel):
+    ride_id: str
+    status: str
+    cancelled_by: str | None = None
+    cancellation_fee: Decimal = Decimal("0.00")
+    currency: str = CURRENCY
+
+
+async def cancel_as(
+    factory: async_sessionmaker[AsyncSession], ride_id: str, principal: Principal
+) -> tuple[CancelResult, bool]:
+    """Cancel before pickup, racing matching safely: the ride row is locked, so an offer answer or
+    an assignment either committed before (and this cancel frees that driver) or finds the ride
+    cancelled afterwards (and is ignored). Returns the result and whether this call cancelled it."""
+    async with transaction(factory) as session:
         row = await _load_ride(session, ride_id, principal, lock=True)
         current = row["status"]
-        if current == "cancelled":
-            return RideAccepted(ride_id=ride_id, status="cancelled")  # idempotent
+        if current == "cancelled":  # idempotent: the first cancel's outcome
+            fee = row["cancellation_fee"] or Decimal("0.00")
+            return CancelResult(
+                ride_id=ride_id, status="cancelled", cancelled_by=row["cancelled_by"], cancellation_fee=fee
+            ), False
         if current not in CANCELLABLE_STATUSES:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=f"ride is {current}: it can no longer be cancelled")
         target = next_status(current, "ride.cancelled")
+        by = "admin" if principal.role == "admin" and row["rider_id"] != principal.sub else "rider"
+        fee = cancellation_fee(current, "rider" if by == "rider" else "system", row["assigned_at"], datetime.now(UTC))
         event = RideCancelled(
             ride_id=ride_id,
             rider_id=row["rider_id"],
-            by="rider",
-            reason="cancelled by rider",
+            by="rider" if by == "rider" else "system",
+            reason="cancelled by rider" if by == "rider" else "cancelled by an admin",
             driver_id=row["driver_id"],
         )
         await session.execute(
-            text("UPDATE rides SET status = :s, cancelled_at = now(), reason = :why WHERE ride_id = :r"),
-            {"s": target, "why": event.reason, "r": ride_id},
+            text(
+                "UPDATE rides SET status = :s, cancelled_at = clock_timestamp(), reason = :why, cancelled_by = :by, "
+                "cancellation_fee = :fee, fare = CASE WHEN :fee > 0 THEN :fee ELSE fare END, "
+                "fare_breakdown = CASE WHEN :fee > 0 THEN CAST(:breakdown AS jsonb) ELSE fare_breakdown END "
+                "WHERE ride_id = :r"
+            ),
+            {
+                "s": target,
+                "why": event.reason,
+                "by": event.by,
+                "fee": fee,
+                "breakdown": json.dumps(fee_breakdown(fee, current)),
+                "r": ride_id,
+            },
         )
         if row["driver_id"]:
             await release_driver(session, row["driver_id"], ride_id)
         await insert_ride_event(session, event)
         await add_outbox(session, RIDE_EVENT.name, ride_id, event)
-    _wake_relay(request)
-    log.info("ride_cancelled", ride_id=ride_id, by=principal.role)
-    return RideAccepted(ride_id=ride_id, status=target)
+    return CancelResult(ride_id=ride_id, status=target, cancelled_by=event.by, cancellation_fee=fee), True
+
+
+async def _cancel(ride_id: str, request: Request, principal: Principal) -> CancelResult:
+    async with _database_errors_as_503("cancel"):
+        result, cancelled = await cancel_as(_sessions(request), ride_id, principal)
+    if cancelled:
+        _wake_relay(request)
+        log.info("ride_cancelled", ride_id=ride_id, by=principal.role, fee=str(result.cancellation_fee))
+    return result
+
+
+_CANCEL_DOC: dict[str, Any] = {
+    "response_model": CancelResult,
+    "summary": "Cancel a ride before pickup (409 once the rider is on board or the ride has ended)",
+    "description": f"A rider who cancels after the driver arrived, or more than {CANCEL_GRACE_S:g} s after the "
+    f"assignment, pays a {CANCELLATION_FEE} {CURRENCY} cancellation fee (stored on the ride).",
+    "responses": {404: {"description": "no such ride (or not yours)"}, 409: {"description": "in progress or ended"}},
+}
+
+
+@router.delete("/{ride_id}", **_CANCEL_DOC)
+async def cancel_ride(
+    ride_id: str, request: Request, principal: Annotated[Principal, Depends(rider_or_admin)]
+) -> CancelResult:
+    return await _cancel(ride_id, request, principal)
+
+
+@router.post("/{ride_id}/cancel", **_CANCEL_DOC)
+async def cancel_ride_post(
+    ride_id: str, request: Request, principal: Annotated[Principal, Depends(rider_or_admin)]
+) -> CancelResult:
+    return await _cancel(ride_id, request, principal)
+
+
+# -- trip history -----------------------------------------------------------------------------------
+class TripSummary(BaseModel):
+    ride_id: str
+    rider_id: str
+    status: str
+    driver_id: str | None
+    pickup: dict[str, float]
+    dropoff: dict[str, float]
+    requested_at: datetime
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    expired_at: datetime | None
+    reason: str | None
+    cancelled_by: str | None
+    quoted_price: Decimal | None
+    surge_multiplier: float | None
+    fare: Decimal | None
+    cancellation_fee: Decimal | None
+
+
+class TripPage(BaseModel):
+    rides: list[TripSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null on the last")
+
+
+def _encode_cursor(requested_at: datetime, ride_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{requested_at.isoformat()}|{ride_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ride_id = raw.split("|", 1)
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None or not ride_id:
+            raise ValueError("incomplete cursor")
+        return when, ride_id
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="invalid cursor") from None
+
+
+_TRIP_COLUMNS = (
+    "ride_id, rider_id, status, driver_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, requested_at, "
+    "completed_at, cancelled_at, expired_at, reason, cancelled_by, quoted_price, surge_multiplier, fare, "
+    "cancellation_fee"
+)
+
+
+@router.get(
+    "",
+    response_model=TripPage,
+    summary="Trip history, newest first (riders: their own rides; admins: mine=false lists every ride)",
+    responses={403: {"description": "mine=false without the admin role"}, 422: {"description": "bad cursor/limit"}},
+)
+async def list_rides(
+    request: Request,
+    principal: Annotated[Principal, Depends(rider_or_admin)],
+    mine: Annotated[bool, Query(description="only the caller's rides (false: every ride, admins only)")] = True,
+    limit: Annotated[int, Query(ge=1, le=100, description="rides per page")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+) -> TripPage:
+    if not mine and principal.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only admins can list every rider's rides (mine=false)")
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit + 1}
+    if mine:
+        where.append("rider_id = :me")
+        params["me"] = principal.sub
+    if cursor is not None:
+        params["t"], params["after"] = _decode_cursor(cursor)
+        where.append("(requested_at, ride_id) < (:t, :after)")
+    sql = f"SELECT {_TRIP_COLUMNS} FROM rides"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY requested_at DESC, ride_id DESC LIMIT :limit"
+    async with _database_errors_as_503("history"), transaction(_sessions(request)) as session:
+        rows = (await session.execute(text(sql), params)).mappings().all()
+    page = rows[:limit]
+    trips = [
+        TripSummary(
+            **{k: r[k] for k in r if not k.startswith(("pickup_", "dropoff_"))},
+            pickup={"lat": r["pickup_lat"], "lon": r["pickup_lon"]},
+            dropoff={"lat": r["dropoff_lat"], "lon": r["dropoff_lon"]},
+        )
+        for r in page
+    ]
+    more = len(rows) > limit
+    next_cursor = _encode_cursor(page[-1]["requested_at"], page[-1]["ride_id"]) if more and page else None
+    return TripPage(rides=trips, next_cursor=next_cursor)

@@ -23,12 +23,15 @@ class Transition:
 
 
 TRANSITIONS: dict[str, Transition] = {
-    "ride.assigned": Transition(frozenset({"requested"}), "assigned", "assigned_at"),
+    "ride.offered": Transition(frozenset({"requested"}), "offered", "offered_at"),
+    "ride.assigned": Transition(frozenset({"requested", "offered"}), "assigned", "assigned_at"),
     "ride.arrived": Transition(frozenset({"assigned"}), "arrived", "arrived_at"),
     "ride.picked_up": Transition(frozenset({"arrived"}), "in_progress", "picked_up_at"),
     "ride.completed": Transition(frozenset({"in_progress"}), "completed", "completed_at"),
-    "ride.cancelled": Transition(frozenset({"requested", "assigned", "arrived"}), "cancelled", "cancelled_at"),
-    "ride.expired": Transition(frozenset({"requested"}), "expired", "expired_at"),
+    "ride.cancelled": Transition(
+        frozenset({"requested", "offered", "assigned", "arrived"}), "cancelled", "cancelled_at"
+    ),
+    "ride.expired": Transition(frozenset({"requested", "offered"}), "expired", "expired_at"),
 }
 
 INITIAL_STATUS = "requested"
@@ -36,6 +39,7 @@ TERMINAL_STATUSES = frozenset({"completed", "cancelled", "expired"})
 CANCELLABLE_STATUSES = TRANSITIONS["ride.cancelled"].sources
 # Driver status while the ride is in each state (None: the driver is released).
 DRIVER_STATUS_FOR = {
+    "offered": "offered",  # held for the ride, not yet assigned
     "assigned": "to_pickup",
     "arrived": "to_pickup",
     "in_progress": "on_trip",

@@ -18,6 +18,9 @@ from ridehail.common.events import (
     RideCancelled,
     RideCompleted,
     RideExpired,
+    RideOfferAnswered,
+    RideOffered,
+    RideOfferTimedOut,
     RidePickedUp,
     RideRequested,
 )
@@ -33,7 +36,18 @@ from ridehail.matching.settings import MatchingSettings
 
 log = get_logger(__name__)
 
-RIDE_EVENT_TYPES = (RideRequested, RideAssigned, RideArrived, RidePickedUp, RideCompleted, RideCancelled, RideExpired)
+RIDE_EVENT_TYPES = (
+    RideRequested,
+    RideOffered,
+    RideOfferAnswered,
+    RideOfferTimedOut,
+    RideAssigned,
+    RideArrived,
+    RidePickedUp,
+    RideCompleted,
+    RideCancelled,
+    RideExpired,
+)
 
 
 class MatchingService:
@@ -87,6 +101,7 @@ class MatchingService:
             "assigned": self.engine.assigned,
             "expired": self.engine.expired,
             "claim_conflicts": self.engine.claim_conflicts,
+            "offers": self.engine.offer_stats.snapshot(),
             "dead_lettered": self.locations.stats.dead_lettered + self.rides.stats.dead_lettered,
             "outbox_published": self.relay.published,
             "partitions": {

@@ -14,6 +14,17 @@ EXPIRED = Counter("ridehail_matching_expired_total", "Rides expired without a dr
 CLAIM_CONFLICTS = Counter(
     "ridehail_matching_claim_conflicts_total", "Driver claims refused because the driver was no longer free"
 )
+OFFERS = Counter(
+    "ridehail_matching_offers_total",
+    "Driver offers by outcome (sent, accepted, declined, timed_out, ignored: late or duplicate answers)",
+    ["outcome"],
+)
+OFFER_ACCEPTANCE = Gauge("ridehail_matching_offer_acceptance_ratio", "Accepted / answered-or-timed-out offers")
+OFFER_LATENCY = Histogram(
+    "ridehail_matching_offer_latency_seconds",
+    "Offer committed to the driver's answer applied",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+)
 ASSIGN_LATENCY = Histogram(
     "ridehail_matching_assign_latency_seconds",
     "Request time (event ts) to assignment commit",

@@ -53,6 +53,20 @@ class MatchingSettings(CommonSettings):
     matching_location_batch_timeout_ms: int = Field(
         default=100, ge=1, le=10_000, description="Location consumer: longest wait to fill a batch."
     )
+    matching_offers: bool = Field(
+        default=True,
+        description="Offer each ride to one driver at a time (drivers whose pings say they answer offers); "
+        "drivers that do not are assigned directly.",
+    )
+    matching_offer_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="An offer not answered within this many seconds moves to the next driver.",
+    )
+    matching_offer_max_tries: int = Field(
+        default=5, ge=1, le=100, description="After this many declined or unanswered offers the ride expires."
+    )
     matching_ride_batch_timeout_ms: int = Field(
         default=2, ge=1, le=10_000, description="Ride consumer: longest wait to fill a batch (adds to latency)."
     )

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ridehail.common.events import DriverLocation, Event, RideRequested, event_type
+from ridehail.common.events import DriverLocation, Event, RideOffered, RideRequested, event_type
 
 _INSERT_RIDE_EVENT = text(
     "INSERT INTO ride_events (event_id, ride_id, type, ts, payload) "
@@ -46,16 +46,18 @@ async def event_seen(session: AsyncSession, event_id: str) -> bool:
     return row is not None
 
 
-async def ensure_ride(session: AsyncSession, event: RideRequested) -> None:
-    """Create the ride row if the gateway's database does not hold it yet (e.g. a replayed stream)."""
+async def ensure_ride(session: AsyncSession, event: RideRequested | RideOffered, *, replayed: bool = False) -> None:
+    """Create the ride row if the gateway's database does not hold it yet (e.g. a replayed stream).
+    A ride first seen in a replay is marked ``replayed``: its decisions come from the recording."""
     await session.execute(
         text(
-            "INSERT INTO rides (ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon) "
-            "VALUES (:r, :u, 'requested', :plat, :plon, :dlat, :dlon) ON CONFLICT (ride_id) DO NOTHING"
+            "INSERT INTO rides (ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, replayed) "
+            "VALUES (:r, :u, 'requested', :plat, :plon, :dlat, :dlon, :replayed) ON CONFLICT (ride_id) DO NOTHING"
         ),
         {
+            "replayed": replayed,
             "r": event.ride_id,
-            "u": event.rider_id,
+            "u": event.rider_id or "",
             "plat": event.pickup.lat,
             "plon": event.pickup.lon,
             "dlat": event.dropoff.lat,
@@ -96,15 +98,18 @@ async def set_ride_status(
     return (await session.execute(text(sql), params)).first() is not None
 
 
-async def claim_driver(session: AsyncSession, driver_id: str, ride_id: str) -> tuple[float, float] | None:
-    """The atomic claim: the driver becomes ours only if still available and free. Returns its position."""
+async def claim_driver(
+    session: AsyncSession, driver_id: str, ride_id: str, status: str = "to_pickup"
+) -> tuple[float, float] | None:
+    """The atomic claim: the driver becomes ours only if still available and free. Returns its position.
+    ``status`` is ``to_pickup`` (assigned) or ``offered`` (held while the driver answers an offer)."""
     row = (
         await session.execute(
             text(
-                "UPDATE drivers SET status = 'to_pickup', current_ride_id = :r, updated_at = now() "
+                "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
                 "WHERE driver_id = :d AND status = 'available' AND current_ride_id IS NULL RETURNING lat, lon"
             ),
-            {"d": driver_id, "r": ride_id},
+            {"d": driver_id, "r": ride_id, "s": status},
         )
     ).first()
     return (row.lat, row.lon) if row is not None else None
@@ -150,6 +155,7 @@ class DriverRow:
     lon: float
     status: str
     current_ride_id: str | None
+    accepts_offers: bool = False
 
 
 # One statement per batch: arrays in, newest-seq-wins upsert, changed rows out. A ping only sets
@@ -159,17 +165,18 @@ class DriverRow:
 # for 10k-row batches, per-element array encoding and SQLAlchemy's row processing in Python cost
 # more than Postgres itself.
 UPSERT_LOCATIONS_SQL = """
-    INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts)
-    SELECT driver_id, lat, lon, heading, speed, status, seq, ts
+    INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts, accepts_offers)
+    SELECT driver_id, lat, lon, heading, speed, status, seq, ts, coalesce(offers, false)
     FROM json_to_recordset($1::json) AS p(driver_id varchar, lat float8, lon float8, heading float8,
-                                          speed float8, status varchar, seq bigint, ts bigint)
+                                          speed float8, status varchar, seq bigint, ts bigint, offers boolean)
     ON CONFLICT (driver_id) DO UPDATE SET
         lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
         last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
+        accepts_offers = EXCLUDED.accepts_offers,
         status = CASE WHEN drivers.current_ride_id IS NULL AND EXCLUDED.status IN ('available', 'offline')
                       THEN EXCLUDED.status ELSE drivers.status END
     WHERE drivers.last_seq < EXCLUDED.last_seq
-    RETURNING driver_id, lat, lon, status, current_ride_id
+    RETURNING driver_id, lat, lon, status, current_ride_id, accepts_offers
 """
 
 
@@ -186,12 +193,14 @@ async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation
         return []
     conn = await raw_connection(session)
     rows = await conn.fetch(UPSERT_LOCATIONS_SQL, _json_encoder.encode(pings).decode())
-    return [DriverRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [DriverRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 async def load_drivers(session: AsyncSession) -> list[DriverRow]:
-    rows = (await session.execute(text("SELECT driver_id, lat, lon, status, current_ride_id FROM drivers"))).all()
-    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id) for r in rows]
+    rows = (
+        await session.execute(text("SELECT driver_id, lat, lon, status, current_ride_id, accepts_offers FROM drivers"))
+    ).all()
+    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id, r.accepts_offers) for r in rows]
 
 
 async def load_waiting_rides(session: AsyncSession) -> list[Any]:
@@ -201,7 +210,7 @@ async def load_waiting_rides(session: AsyncSession) -> list[Any]:
                 text(
                     "SELECT ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, "
                     "(extract(epoch from requested_at) * 1000)::bigint AS requested_ms "
-                    "FROM rides WHERE status = 'requested' ORDER BY requested_at"
+                    "FROM rides WHERE status = 'requested' AND NOT replayed ORDER BY requested_at"
                 )
             )
         )

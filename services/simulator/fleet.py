@@ -29,7 +29,9 @@ from ridehail.common.events import (
     Event,
     LatLon,
     RideArrived,
+    RideCancelled,
     RideCompleted,
+    RideOfferAnswered,
     RidePickedUp,
     now_ms,
 )
@@ -74,6 +76,11 @@ class FleetConfig:
     slots: int = 10
     seq_start: int = 0  # first seq of every driver (the service uses the wall clock in ms)
     routes_per_step: int = 128  # cruise routes computed per step at most (spreads start-up cost)
+    answers_offers: bool = True  # pings say so; matching then offers rides instead of assigning
+    accept_probability: float = 0.9  # a free driver accepts an offer with this probability
+    answer_delay_max_s: float = 1.5  # drivers answer after 0.2 s up to this (fleet seconds)
+    cancel_probability: float = 0.0  # an assigned driver cancels before pickup with this probability
+    cancel_after_s: tuple[float, float] = (10.0, 60.0)  # ... this long after the assignment
 
 
 @dataclass(slots=True)
@@ -86,6 +93,17 @@ class RideJob:
     waiting_until: float | None = None  # set on arrival at the pickup
     picked_up_at: float | None = None
     odometer_at_pickup: float = 0.0
+    cancel_at: float | None = None  # the driver gives up on the way to the pickup at this time
+
+
+@dataclass(slots=True)
+class PendingOffer:
+    ride_id: str
+    offer_id: str
+    driver_id: str
+    answer_at: float
+    accepted: bool
+    reason: str
 
 
 @dataclass(slots=True)
@@ -151,6 +169,7 @@ class Fleet:
             self._route_queue.append(i)
         self.pings_emitted = 0
         self.events_emitted = 0
+        self._offers: dict[str, PendingOffer] = {}  # ride_id -> the offer this fleet will answer
 
     # -- public API ------------------------------------------------------------------------------
     @property
@@ -175,6 +194,7 @@ class Fleet:
         """Move the drivers of the current slot to ``now``; return their pings and ride events."""
         out = StepOutput()
         ts = now_ms() if ts_ms is None else ts_ms
+        self._answer_offers(now, ts, out)
         self._route_pending(now)
         slots = self.config.slots
         slot = self._slot
@@ -212,6 +232,10 @@ class Fleet:
         except RoutingError as exc:
             raise AssignmentRejected(f"pickup unreachable for {driver_id}: {exc}") from None
         d.ride = RideJob(ride_id, rider_id, pickup_node, dropoff_node, assigned_at=now)
+        self._offers.pop(ride_id, None)
+        if self.config.cancel_probability > 0 and self._rng.random() < self.config.cancel_probability:
+            lo, hi = self.config.cancel_after_s
+            d.ride.cancel_at = now + self._rng.uniform(lo, hi)
         if d.status is Status.OFFLINE:
             d.announced_offline = False
         d.status = Status.TO_PICKUP
@@ -219,8 +243,54 @@ class Fleet:
         self._rides[ride_id] = d
         return True
 
+    def offer(self, driver_id: str, ride_id: str, offer_id: str, now: float) -> bool:
+        """A ride offered to one of this fleet's drivers: the answer (accept with
+        ``accept_probability`` if the driver is free, else decline) goes out after a short
+        think. Returns False for a redelivered offer; raises for an unknown driver."""
+        d = self._by_id.get(driver_id)
+        if d is None:
+            raise AssignmentRejected(f"unknown driver {driver_id!r} (fleet has {len(self.drivers)} drivers)")
+        pending = self._offers.get(ride_id)
+        if pending is not None and pending.offer_id == offer_id:
+            return False
+        busy = d.ride is not None or any(o.driver_id == driver_id for o in self._offers.values())
+        if busy:
+            accepted, reason, delay = False, "driver is busy", 0.0
+        elif d.status is Status.OFFLINE:
+            accepted, reason, delay = False, "driver is offline", 0.0
+        else:
+            accepted = self._rng.random() < self.config.accept_probability
+            reason = "" if accepted else "driver declined"
+            delay = self._rng.uniform(min(0.2, self.config.answer_delay_max_s), self.config.answer_delay_max_s)
+        self._offers[ride_id] = PendingOffer(ride_id, offer_id, driver_id, now + delay, accepted, reason)
+        return True
+
+    def withdraw_offer(self, ride_id: str) -> bool:
+        """The offer timed out or the ride was cancelled: no answer will be sent."""
+        return self._offers.pop(ride_id, None) is not None
+
+    def _answer_offers(self, now: float, ts: int, out: StepOutput) -> None:
+        if not self._offers:
+            return
+        for ride_id, o in list(self._offers.items()):
+            if o.answer_at > now:
+                continue
+            del self._offers[ride_id]
+            out.events.append(
+                RideOfferAnswered(
+                    event_id=f"{self._run_id}-ans-{o.offer_id}",  # one answer per offer, even if re-sent
+                    ts=ts,
+                    ride_id=ride_id,
+                    driver_id=o.driver_id,
+                    offer_id=o.offer_id,
+                    accepted=o.accepted,
+                    reason=o.reason,
+                )
+            )
+
     def cancel(self, ride_id: str, now: float) -> Driver | None:
         """Free the driver of a cancelled ride (None if no driver of this fleet has it)."""
+        self._offers.pop(ride_id, None)
         d = self._rides.pop(ride_id, None)
         if d is None or d.ride is None or d.ride.ride_id != ride_id:
             return None
@@ -322,6 +392,10 @@ class Fleet:
             return
 
         ride = d.ride
+        if ride is not None and ride.cancel_at is not None and now >= ride.cancel_at and ride.waiting_until is None:
+            self._driver_cancels(d, ride, now, ts, out, "driver cancelled on the way to the pickup")
+            self._ping(d, ts, out, moving=False)
+            return
         if ride is not None and ride.waiting_until is not None and ride.picked_up_at is None:
             if now >= ride.waiting_until:
                 self._pick_up(d, ride, now, ts, out)
@@ -392,6 +466,23 @@ class Fleet:
         d.status = Status.AVAILABLE
         self._request_cruise(d)
 
+    def _driver_cancels(self, d: Driver, ride: RideJob, now: float, ts: int, out: StepOutput, reason: str) -> None:
+        out.events.append(
+            RideCancelled(
+                event_id=self._event_id(d, "cnl"),
+                ts=ts,
+                ride_id=ride.ride_id,
+                rider_id=ride.rider_id,
+                by="driver",
+                reason=reason,
+                driver_id=d.driver_id,
+            )
+        )
+        self._rides.pop(ride.ride_id, None)
+        d.ride = None
+        d.status = Status.AVAILABLE
+        self._request_cruise(d)
+
     def _event_id(self, d: Driver, kind: str) -> str:
         return f"{self._run_id}-{d.index}-{kind}-{d.seq}"
 
@@ -415,5 +506,6 @@ class Fleet:
                 heading=heading,
                 speed=speed,
                 status=d.status.value,
+                offers=self.config.answers_offers,
             )
         )

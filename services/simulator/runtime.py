@@ -23,6 +23,8 @@ from ridehail.common.events import (
     RideCancelled,
     RideCompleted,
     RideExpired,
+    RideOffered,
+    RideOfferTimedOut,
     RidePickedUp,
     encode,
     now_ms,
@@ -41,7 +43,17 @@ DRIVERS = Gauge("ridehail_simulator_drivers", "Simulated drivers by status", ["s
 TICK_LAG = Gauge("ridehail_simulator_tick_lag_seconds", "How far the ping loop runs behind its schedule")
 
 STALE_ASSIGNMENT_MARGIN_MS = 5_000
-RIDE_EVENT_TYPES = (RideAssigned, RideArrived, RidePickedUp, RideCompleted, RideCancelled, RideExpired)
+RIDE_EVENT_TYPES = (
+    RideOffered,
+    RideOfferTimedOut,
+    RideAssigned,
+    RideArrived,
+    RidePickedUp,
+    RideCompleted,
+    RideCancelled,
+    RideExpired,
+)
+OFFERS = Counter("ridehail_simulator_offers_total", "Ride offers received", ["outcome"])
 
 
 @dataclass(slots=True)
@@ -94,6 +106,12 @@ class FleetRunner:
         self.stats.events += len(out.events)
         PINGS.inc(len(out.pings))
 
+    def emit(self, event: RideCancelled) -> None:
+        """A ride event decided outside the step (a driver refusing an assignment it cannot serve)."""
+        self.producer.produce(RIDE_EVENT.name, encode(event), event.ride_id)
+        LIFECYCLE.labels(event.__struct_config__.tag).inc()
+        log.info("ride_event", type=event.__struct_config__.tag, ride_id=event.ride_id, driver_id=event.driver_id)
+
     async def run(self, stop: asyncio.Event) -> None:
         tick = self.fleet.tick_s
         next_at = self.now()
@@ -143,6 +161,8 @@ class RideEventHandler:
                 if event.ts < self.started_ms:
                     ASSIGNMENTS.labels("stale").inc()
                     log.info("stale_assignment_ignored", ride_id=event.ride_id, driver_id=event.driver_id)
+                    # No ride may stay assigned to a driver that will never drive it.
+                    self._refuse(event, "assignment predates the driver's session (simulator restarted)")
                     continue
                 try:
                     if self.fleet.assign(
@@ -160,11 +180,38 @@ class RideEventHandler:
                         "assignment_rejected", ride_id=event.ride_id, driver_id=event.driver_id, reason=exc.reason
                     )
                     rejected.append(Rejected(item.message, exc.reason))
+                    self._refuse(event, exc.reason)
+            elif isinstance(event, RideOffered):
+                self._on_offer(event, now)
+            elif isinstance(event, RideOfferTimedOut):
+                if self.fleet.withdraw_offer(event.ride_id):
+                    OFFERS.labels("timed_out").inc()
             elif isinstance(event, RideCancelled):
                 freed = self.fleet.cancel(event.ride_id, now)
                 if freed is not None:
                     log.info("ride_cancelled", ride_id=event.ride_id, driver_id=freed.driver_id, by=event.by)
         return rejected
+
+    def _on_offer(self, event: RideOffered, now: float) -> None:
+        if not self.fleet.owns(event.driver_id):
+            return
+        if event.ts < self.started_ms:
+            OFFERS.labels("stale").inc()  # matching times it out and offers the next driver
+            return
+        try:
+            fresh = self.fleet.offer(event.driver_id, event.ride_id, event.event_id, now)
+        except AssignmentRejected as exc:
+            OFFERS.labels("unknown_driver").inc()
+            log.warning("offer_for_unknown_driver", ride_id=event.ride_id, driver_id=event.driver_id, reason=exc.reason)
+            return
+        OFFERS.labels("received" if fresh else "duplicate").inc()
+
+    def _refuse(self, event: RideAssigned, reason: str) -> None:
+        self.clock.emit(
+            RideCancelled(
+                ride_id=event.ride_id, rider_id=event.rider_id, by="driver", reason=reason, driver_id=event.driver_id
+            )
+        )
 
 
 def make_consumer(
@@ -200,6 +247,10 @@ def fleet_config_from(settings: object, **overrides: object) -> FleetConfig:
         "mean_online_min": s.mean_online_min,  # type: ignore[attr-defined]
         "mean_offline_min": s.mean_offline_min,  # type: ignore[attr-defined]
         "max_snap_m": s.max_snap_m,  # type: ignore[attr-defined]
+        "answers_offers": s.driver_answers_offers,  # type: ignore[attr-defined]
+        "accept_probability": s.offer_accept_probability,  # type: ignore[attr-defined]
+        "answer_delay_max_s": s.offer_answer_max_s,  # type: ignore[attr-defined]
+        "cancel_probability": s.driver_cancel_probability,  # type: ignore[attr-defined]
         "seq_start": time.time_ns() // 1_000_000,
     }
     values.update(overrides)

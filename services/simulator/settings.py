@@ -47,6 +47,22 @@ class SimulatorSettings(CommonSettings):
         gt=0.0,
         description="Assignments whose pickup or drop-off lies farther than this from a road are rejected.",
     )
+    driver_answers_offers: bool = Field(
+        default=True,
+        description="Drivers answer ride offers (accept or decline); off: matching assigns them directly.",
+    )
+    offer_accept_probability: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Probability that a free driver accepts a ride offer."
+    )
+    offer_answer_max_s: float = Field(
+        default=1.5, ge=0.0, le=600.0, description="Drivers answer an offer after 0.2 s up to this many seconds."
+    )
+    driver_cancel_probability: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a driver cancels an accepted ride on the way to the pickup (10-60 s later).",
+    )
     time_scale: float = Field(
         default=1.0,
         gt=0.0,

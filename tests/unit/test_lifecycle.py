@@ -17,6 +17,10 @@ from ridehail.matching.lifecycle import (
 )
 
 LEGAL = {
+    ("requested", "ride.offered"): "offered",
+    ("offered", "ride.assigned"): "assigned",
+    ("offered", "ride.cancelled"): "cancelled",
+    ("offered", "ride.expired"): "expired",
     ("requested", "ride.assigned"): "assigned",
     ("assigned", "ride.arrived"): "arrived",
     ("arrived", "ride.picked_up"): "in_progress",
@@ -61,7 +65,7 @@ def test_unknown_ride_and_unknown_event_are_refused() -> None:
 
 
 def test_cancel_only_before_pickup() -> None:
-    assert {"requested", "assigned", "arrived"} == CANCELLABLE_STATUSES
+    assert {"requested", "offered", "assigned", "arrived"} == CANCELLABLE_STATUSES
 
 
 def test_every_target_status_is_a_schema_status_with_a_driver_rule() -> None:

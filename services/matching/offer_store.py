@@ -1,0 +1,141 @@
+"""Postgres statements of driver offers: every move is conditional on the ride's current offer.
+
+A ride under offer is ``offered`` with ``driver_id`` (the held driver, whose row is ``offered``
+with ``current_ride_id`` = the ride) and ``offer_id`` (the ``RideOffered`` event id). An answer or
+a timeout only applies while ``offer_id`` still names that offer, so a late or duplicate answer,
+a second matching instance or a rider's cancel racing it change nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def offer_ride(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> int | None:
+    """``requested`` -> ``offered`` to ``driver_id``; returns the attempt number, None if the ride moved on."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE rides SET status = 'offered', driver_id = :d, offer_id = :o, offered_at = clock_timestamp(), "
+                "offer_attempts = offer_attempts + 1 "
+                "WHERE ride_id = :r AND status = 'requested' RETURNING offer_attempts"
+            ),
+            {"r": ride_id, "d": driver_id, "o": offer_id},
+        )
+    ).first()
+    return int(row.offer_attempts) if row is not None else None
+
+
+async def accept_offer(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> Any:
+    """``offered`` -> ``assigned`` if ``offer_id`` is still the ride's open offer to ``driver_id``."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "UPDATE rides SET status = 'assigned', assigned_at = clock_timestamp(), offer_id = NULL "
+                    "WHERE ride_id = :r AND status = 'offered' AND offer_id = :o AND driver_id = :d "
+                    "RETURNING ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, offer_attempts, "
+                    "(extract(epoch from offered_at) * 1000)::bigint AS offered_ms"
+                ),
+                {"r": ride_id, "d": driver_id, "o": offer_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def withdraw_offer(session: AsyncSession, ride_id: str, offer_id: str) -> Any:
+    """``offered`` -> ``requested`` (declined or timed out) if ``offer_id`` is still open; returns the ride."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "UPDATE rides SET status = 'requested', driver_id = NULL, offer_id = NULL "
+                    "WHERE ride_id = :r AND status = 'offered' AND offer_id = :o "
+                    "RETURNING ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, offer_attempts, "
+                    "replayed, (extract(epoch from requested_at) * 1000)::bigint AS requested_ms, "
+                    "(extract(epoch from offered_at) * 1000)::bigint AS offered_ms"
+                ),
+                {"r": ride_id, "o": offer_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def expired_offers(session: AsyncSession, timeout_s: float, limit: int = 500) -> list[Any]:
+    """Open offers older than ``timeout_s``, locked (rows another instance is handling are skipped)."""
+    return list(
+        (
+            await session.execute(
+                text(
+                    "SELECT ride_id, driver_id, offer_id, offer_attempts FROM rides "
+                    "WHERE status = 'offered' AND NOT replayed "
+                    "AND offered_at < clock_timestamp() - make_interval(secs => :s) "
+                    "ORDER BY offered_at LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"s": timeout_s, "n": limit},
+            )
+        )
+        .mappings()
+        .all()
+    )
+
+
+async def offered_drivers(session: AsyncSession, ride_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Drivers each ride was already offered to (they are not asked again)."""
+    if not ride_ids:
+        return {}
+    rows = (
+        await session.execute(
+            text(
+                "SELECT ride_id, payload->>'driver_id' AS driver_id FROM ride_events "
+                "WHERE type = 'ride.offered' AND ride_id = ANY(:ids)"
+            ),
+            {"ids": list(ride_ids)},
+        )
+    ).all()
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r.ride_id, set()).add(r.driver_id)
+    return out
+
+
+async def hold_for_recorded_decision(
+    session: AsyncSession, ride_id: str, driver_id: str | None, status: str, timestamp_column: str | None
+) -> None:
+    """Replay: put a replayed ride where the recording says, releasing a driver it held before."""
+    previous = (
+        await session.execute(text("SELECT driver_id FROM rides WHERE ride_id = :r FOR UPDATE"), {"r": ride_id})
+    ).first()
+    if previous is not None and previous.driver_id and previous.driver_id != driver_id:
+        await session.execute(
+            text(
+                "UPDATE drivers SET status = 'available', current_ride_id = NULL, updated_at = now() "
+                "WHERE driver_id = :d AND current_ride_id = :r"
+            ),
+            {"d": previous.driver_id, "r": ride_id},
+        )
+    sets = "status = :s, driver_id = :d"
+    if timestamp_column is not None:
+        assert timestamp_column.endswith("_at") and timestamp_column.isidentifier()
+        sets += f", {timestamp_column} = clock_timestamp()"
+    await session.execute(
+        text(f"UPDATE rides SET {sets} WHERE ride_id = :r"), {"s": status, "d": driver_id, "r": ride_id}
+    )
+    if driver_id is not None:
+        driver_status = {"offered": "offered", "assigned": "to_pickup"}[status]
+        # The recorded claim: the driver is the ride's, whatever a fresh index would have chosen.
+        await session.execute(
+            text(
+                "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
+                "WHERE driver_id = :d AND (current_ride_id IS NULL OR current_ride_id = :r)"
+            ),
+            {"d": driver_id, "r": ride_id, "s": driver_status},
+        )

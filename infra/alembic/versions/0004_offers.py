@@ -21,8 +21,8 @@ NEW_DRIVER = "('available', 'offered', 'to_pickup', 'on_trip', 'offline')"
 
 
 def _replace_check(table: str, values: str) -> None:
-    op.drop_constraint(f"ck_{table}_status", table, type_="check")
-    op.create_check_constraint(f"ck_{table}_status", table, f"status IN {values}")
+    op.drop_constraint(op.f(f"ck_{table}_status"), table, type_="check")
+    op.create_check_constraint(op.f(f"ck_{table}_status"), table, f"status IN {values}")
 
 
 def upgrade() -> None:

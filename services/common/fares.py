@@ -26,6 +26,9 @@ class TariffSettings(CommonSettings):
     fare_per_km: float = Field(default=11.0, ge=0, le=1_000, description="Fare: price per driven kilometre.")
     fare_per_minute: float = Field(default=3.5, ge=0, le=1_000, description="Fare: price per minute of trip.")
     fare_minimum: float = Field(default=55.0, ge=0, le=10_000, description="Fare: lowest price of any trip.")
+    fare_quote_ttl_s: float = Field(
+        default=120.0, gt=0, le=86_400, description="How long a quote's price can be locked by a ride request."
+    )
     fare_currency: str = Field(
         default="SEK", min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="Fare: ISO 4217 currency."
     )
@@ -105,3 +108,9 @@ def compute_fare(tariff: Tariff, distance_m: float, duration_s: float, surge_mul
 def current_tariff() -> Tariff:
     """The tariff from the environment (``RIDEHAIL_FARE_*``), read once per process."""
     return Tariff.from_settings(TariffSettings())
+
+
+@lru_cache(maxsize=1)
+def quote_ttl_s() -> float:
+    """Seconds a quote stays valid (``RIDEHAIL_FARE_QUOTE_TTL_S``), read once per process."""
+    return TariffSettings().fare_quote_ttl_s

@@ -57,6 +57,9 @@ def _include_rides(app: FastAPI) -> None:
         log.warning("rides_api_unavailable", error=str(exc))
         return
     app.include_router(rides_router)
+    from ridehail.gateway.quotes import router as quotes_router
+
+    app.include_router(quotes_router)
 
 
 def create_app(ctx: GatewayContext) -> FastAPI:

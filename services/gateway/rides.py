@@ -57,6 +57,9 @@ class Point(BaseModel):
 class RideRequestBody(BaseModel):
     pickup: Point
     dropoff: Point
+    quote_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="A quote from POST /api/quotes: locks its price"
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> RideRequestBody:
@@ -137,15 +140,42 @@ def _wake_relay(request: Request) -> None:
         relay.wake()
 
 
-async def create_ride(factory: async_sessionmaker[AsyncSession], rider_id: str, pickup: LatLon, dropoff: LatLon) -> str:
-    """Store a requested ride and queue its ``RideRequested`` event, atomically. Returns the ride id."""
+async def create_ride(
+    factory: async_sessionmaker[AsyncSession],
+    rider_id: str,
+    pickup: LatLon,
+    dropoff: LatLon,
+    *,
+    quote_id: str | None = None,
+    surge_multiplier: float | None = None,
+) -> str:
+    """Store a requested ride and queue its ``RideRequested`` event, atomically. Returns the ride id.
+
+    With ``quote_id`` the quote is claimed in the same transaction (its multiplier and price are
+    locked; an unknown, foreign, used or expired quote raises a 4xx HTTPException); otherwise the
+    ride carries ``surge_multiplier`` (the current one at the pickup)."""
+    from ridehail.gateway.quotes import RidePricing, claim_quote
+
     ride_id = uuid.uuid4().hex
-    event = RideRequested(ride_id=ride_id, rider_id=rider_id, pickup=pickup, dropoff=dropoff)
     async with transaction(factory) as session:
+        pricing = RidePricing(surge_multiplier) if surge_multiplier is not None else None
+        if quote_id is not None:
+            pricing = await claim_quote(
+                session, quote_id, rider_id, (pickup.lat, pickup.lon), (dropoff.lat, dropoff.lon), ride_id
+            )
+        event = RideRequested(
+            ride_id=ride_id,
+            rider_id=rider_id,
+            pickup=pickup,
+            dropoff=dropoff,
+            surge_multiplier=pricing.surge_multiplier if pricing else None,
+            quote_id=quote_id,
+        )
         await session.execute(
             text(
-                "INSERT INTO rides (ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon) "
-                "VALUES (:r, :u, :s, :plat, :plon, :dlat, :dlon)"
+                "INSERT INTO rides (ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, "
+                "quote_id, surge_multiplier, quoted_price) "
+                "VALUES (:r, :u, :s, :plat, :plon, :dlat, :dlon, :q, :m, :price)"
             ),
             {
                 "r": ride_id,
@@ -155,6 +185,9 @@ async def create_ride(factory: async_sessionmaker[AsyncSession], rider_id: str, 
                 "plon": pickup.lon,
                 "dlat": dropoff.lat,
                 "dlon": dropoff.lon,
+                "q": quote_id,
+                "m": pricing.surge_multiplier if pricing else None,
+                "price": pricing.quoted_price if pricing else None,
             },
         )
         await insert_ride_event(session, event)
@@ -167,7 +200,14 @@ async def create_ride(factory: async_sessionmaker[AsyncSession], rider_id: str, 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RideAccepted,
     summary="Request a ride (202: matching assigns a driver asynchronously)",
-    responses={401: {}, 403: {}, 422: {"description": "outside the service area, pickup == dropoff, bad JSON"}},
+    responses={
+        401: {},
+        403: {"description": "the quote was issued to another rider"},
+        404: {"description": "unknown quote"},
+        409: {"description": "the quote was already used"},
+        410: {"description": "the quote expired"},
+        422: {"description": "outside the service area, pickup == dropoff, quote for another trip, bad JSON"},
+    },
 )
 async def request_ride(
     body: RideRequestBody,
@@ -175,12 +215,17 @@ async def request_ride(
     response: Response,
     principal: Annotated[Principal, Depends(rider)],
 ) -> RideAccepted:
+    from ridehail.gateway.quotes import surge_multiplier_at
+
+    _, surge = surge_multiplier_at(request, body.pickup.lat, body.pickup.lon)
     async with _database_errors_as_503("request"):
         ride_id = await create_ride(
             _sessions(request),
             principal.sub,
             LatLon(body.pickup.lat, body.pickup.lon),
             LatLon(body.dropoff.lat, body.dropoff.lon),
+            quote_id=body.quote_id,
+            surge_multiplier=surge,
         )
     _wake_relay(request)
     response.headers["Location"] = f"/api/rides/{ride_id}"

@@ -313,8 +313,9 @@ async def cancel_as(
         await session.execute(
             text(
                 "UPDATE rides SET status = :s, cancelled_at = clock_timestamp(), reason = :why, cancelled_by = :by, "
-                "cancellation_fee = :fee, fare = CASE WHEN :fee > 0 THEN :fee ELSE fare END, "
-                "fare_breakdown = CASE WHEN :fee > 0 THEN CAST(:breakdown AS jsonb) ELSE fare_breakdown END "
+                "cancellation_fee = CAST(:fee AS numeric), "
+                "fare = CASE WHEN :charged THEN CAST(:fee AS numeric) ELSE fare END, "
+                "fare_breakdown = CASE WHEN :charged THEN CAST(:breakdown AS jsonb) ELSE fare_breakdown END "
                 "WHERE ride_id = :r"
             ),
             {
@@ -322,6 +323,7 @@ async def cancel_as(
                 "why": event.reason,
                 "by": event.by,
                 "fee": fee,
+                "charged": fee > 0,
                 "breakdown": json.dumps(fee_breakdown(fee, current)),
                 "r": ride_id,
             },

@@ -405,7 +405,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("incomplete cursor")
         return when, ride_id
     except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="invalid cursor") from None
+        raise HTTPException(422, detail="invalid cursor") from None
 
 
 _TRIP_COLUMNS = (

@@ -121,7 +121,15 @@ def _all_settings_classes() -> list[type[CommonSettings]]:
         cls = stack.pop()
         found.append(cls)
         stack.extend(cls.__subclasses__())
-    return found
+    # A stable order (the list above, then by name), whatever order the modules were imported in.
+    modules = list(SERVICE_SETTINGS_MODULES)
+
+    def key(cls: type[CommonSettings]) -> tuple[int, int, str]:
+        module = cls.__module__
+        rank = modules.index(module) if module in modules else len(modules)
+        return (0 if cls is CommonSettings else 1, rank, f"{module}.{cls.__qualname__}")
+
+    return sorted(found, key=key)
 
 
 def known_setting_names() -> set[str]:

@@ -303,6 +303,8 @@ class MatchingEngine:
             session, event.ride_id, sorted(transition.sources), target, transition.timestamp_column, reason=reason
         )
         await store.insert_ride_event(session, event)
+        if isinstance(event, RideCompleted):
+            await store.store_fare(session, event, ride["surge_multiplier"])
         if isinstance(event, RideCancelled):
             await session.execute(
                 text("UPDATE rides SET cancelled_by = :by WHERE ride_id = :r"), {"by": event.by, "r": event.ride_id}
@@ -377,6 +379,7 @@ class MatchingEngine:
             pickup=ride.pickup,
             dropoff=ride.dropoff,
             eta_s=round(max(eta_s, 0.0), 1),
+            surge_multiplier=await store.ride_surge_multiplier(session, ride.ride_id),
         )
         await store.insert_ride_event(session, event)
         await add_outbox(session, RIDE_EVENT.name, ride.ride_id, event)
@@ -461,6 +464,7 @@ class MatchingEngine:
                 driver_id=answer.driver_id,
                 pickup=LatLon(row["pickup_lat"], row["pickup_lon"]),
                 dropoff=LatLon(row["dropoff_lat"], row["dropoff_lon"]),
+                surge_multiplier=await store.ride_surge_multiplier(session, answer.ride_id),
             )
             await store.insert_ride_event(session, event)
             await add_outbox(session, RIDE_EVENT.name, answer.ride_id, event)

@@ -7,15 +7,17 @@ after a crash, or racing another matching instance, changes nothing twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ridehail.common.events import DriverLocation, Event, RideOffered, RideRequested, event_type
+from ridehail.common.events import DriverLocation, Event, RideCompleted, RideOffered, RideRequested, event_type
 
 _INSERT_RIDE_EVENT = text(
     "INSERT INTO ride_events (event_id, ride_id, type, ts, payload) "
@@ -234,4 +236,29 @@ async def cancel_stale_assignments(session: AsyncSession, older_than_s: float, r
         )
         .mappings()
         .all()
+    )
+
+
+async def ride_surge_multiplier(session: AsyncSession, ride_id: str) -> float | None:
+    """The multiplier the ride locked at request time (its quote's, or the pickup's surge then)."""
+    row = (await session.execute(text("SELECT surge_multiplier FROM rides WHERE ride_id = :r"), {"r": ride_id})).first()
+    return None if row is None or row.surge_multiplier is None else float(row.surge_multiplier)
+
+
+async def store_fare(session: AsyncSession, event: RideCompleted, locked_multiplier: float | None) -> None:
+    """Store the final fare of a completed ride: the simulator's (``event.fare``), else computed here
+    from the driven distance and time with the shared tariff and the ride's locked multiplier."""
+    from ridehail.common.fares import compute_fare, current_tariff
+
+    multiplier = event.surge_multiplier or locked_multiplier or 1.0
+    fare = compute_fare(current_tariff(), event.distance_m, event.duration_s, multiplier)
+    breakdown = fare.breakdown()
+    total = fare.total
+    if event.fare is not None:
+        total = Decimal(repr(event.fare)).quantize(Decimal("0.01"))
+        breakdown["total"] = float(total)
+        breakdown["computed_by"] = "simulator"
+    await session.execute(
+        text("UPDATE rides SET fare = :fare, fare_breakdown = CAST(:b AS jsonb) WHERE ride_id = :r"),
+        {"fare": total, "b": json.dumps(breakdown), "r": event.ride_id},
     )

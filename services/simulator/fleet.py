@@ -35,6 +35,7 @@ from ridehail.common.events import (
     RidePickedUp,
     now_ms,
 )
+from ridehail.common.fares import compute_fare, current_tariff
 from ridehail.common.logging import get_logger
 from ridehail.common.roads import RoadGraph, RoutingError
 from ridehail.simulator.legs import (
@@ -94,6 +95,7 @@ class RideJob:
     picked_up_at: float | None = None
     odometer_at_pickup: float = 0.0
     cancel_at: float | None = None  # the driver gives up on the way to the pickup at this time
+    surge_multiplier: float = 1.0  # locked at request time (carried by RideAssigned); prices the fare
 
 
 @dataclass(slots=True)
@@ -213,6 +215,7 @@ class Fleet:
         dropoff: LatLon,
         now: float,
         rider_id: str | None = None,
+        surge_multiplier: float | None = None,
     ) -> bool:
         """Send a driver to a pickup. Returns False for a duplicate of the driver's current ride
         (redelivery); raises :class:`AssignmentRejected` for unknown or busy drivers and for
@@ -231,7 +234,9 @@ class Fleet:
             self._reroute(d, pickup_node)
         except RoutingError as exc:
             raise AssignmentRejected(f"pickup unreachable for {driver_id}: {exc}") from None
-        d.ride = RideJob(ride_id, rider_id, pickup_node, dropoff_node, assigned_at=now)
+        d.ride = RideJob(
+            ride_id, rider_id, pickup_node, dropoff_node, assigned_at=now, surge_multiplier=surge_multiplier or 1.0
+        )
         self._offers.pop(ride_id, None)
         if self.config.cancel_probability > 0 and self._rng.random() < self.config.cancel_probability:
             lo, hi = self.config.cancel_after_s
@@ -450,6 +455,9 @@ class Fleet:
 
     def _complete(self, d: Driver, ride: RideJob, now: float, ts: int, out: StepOutput) -> None:
         started = ride.picked_up_at if ride.picked_up_at is not None else now
+        distance_m = round(max(0.0, d.odometer_m - ride.odometer_at_pickup), 1)
+        duration_s = round(max(0.0, now - started), 1)
+        fare = compute_fare(current_tariff(), distance_m, duration_s, ride.surge_multiplier)
         out.events.append(
             RideCompleted(
                 event_id=self._event_id(d, "cmp"),
@@ -457,8 +465,10 @@ class Fleet:
                 ride_id=ride.ride_id,
                 rider_id=ride.rider_id,
                 driver_id=d.driver_id,
-                distance_m=round(max(0.0, d.odometer_m - ride.odometer_at_pickup), 1),
-                duration_s=round(max(0.0, now - started), 1),
+                distance_m=distance_m,
+                duration_s=duration_s,
+                fare=float(fare.total),
+                surge_multiplier=ride.surge_multiplier,
             )
         )
         self._rides.pop(ride.ride_id, None)

@@ -166,7 +166,13 @@ class RideEventHandler:
                     continue
                 try:
                     if self.fleet.assign(
-                        event.driver_id, event.ride_id, event.pickup, event.dropoff, now, rider_id=event.rider_id
+                        event.driver_id,
+                        event.ride_id,
+                        event.pickup,
+                        event.dropoff,
+                        now,
+                        rider_id=event.rider_id,
+                        surge_multiplier=event.surge_multiplier,
                     ):
                         self.accepted += 1
                         ASSIGNMENTS.labels("accepted").inc()

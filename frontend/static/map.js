@@ -68,6 +68,40 @@
     var carRenderer = L.canvas({ pane: 'cars', padding: 0.2 });
     var pinLayer = L.layerGroup().addTo(map);
 
+    // -- surge: one hexagon per H3 cell, coloured by multiplier (polygons come from the server) ------
+    map.createPane('surge');
+    map.getPane('surge').style.zIndex = 420;
+    map.getPane('surge').style.pointerEvents = 'none';
+    var surgeLayer = L.layerGroup().addTo(map);
+    var surgeCells = new Map(); // cell -> { multiplier, polygon }
+    L.control.layers(null, { 'surge pricing': surgeLayer }, { collapsed: false, position: 'topright' }).addTo(map);
+
+    function surgeColor(m) { // 1.0 yellow -> 2.0 orange -> 3.0+ red
+      var f = Math.max(0, Math.min(1, (m - 1) / 2));
+      return 'rgb(' + 255 + ',' + Math.round(220 - 190 * f) + ',' + Math.round(60 - 40 * f) + ')';
+    }
+
+    function onSurge(msg) {
+      for (var i = 0; i < msg.c.length; i++) {
+        var cell = msg.c[i][0], m = msg.c[i][1], boundary = msg.c[i][2];
+        var known = surgeCells.get(cell);
+        if (!known) {
+          if (!boundary) continue; // polygon unknown: the next snapshot brings it
+          known = {
+            multiplier: m,
+            polygon: L.polygon(boundary, { pane: 'surge', weight: 1, color: '#b35900', interactive: false })
+          };
+          surgeCells.set(cell, known);
+          surgeLayer.addLayer(known.polygon);
+        }
+        known.multiplier = m;
+        known.polygon.setStyle({
+          fillColor: surgeColor(m), fillOpacity: m > 1 ? 0.15 + Math.min(0.35, (m - 1) * 0.2) : 0,
+          opacity: m > 1 ? 0.6 : 0
+        });
+      }
+    }
+
     // -- cars -----------------------------------------------------------------------------------
     function applyCar(c, now) {
       // c = [id, lat, lon, status, ping_ts, ride_id, heading]
@@ -162,6 +196,7 @@
         try { msg = JSON.parse(ev.data); } catch (e) { return; }
         if (msg.t === 'f') onFrame(msg);
         else if (msg.t === 's') onStats(msg);
+        else if (msg.t === 'surge') onSurge(msg);
         else if (msg.t === 'hello') { state.connected = true; state.retry = 0; setMode(state.stats.mode || 'live'); subscribe(); }
         else if (msg.t === 'err') message('server: ' + msg.msg);
       };
@@ -360,6 +395,12 @@
       },
       stats: function () { return Object.assign({ p50: state.p50, p99: state.p99, frames: state.frames, mode: state.mode }, state.stats); },
       ride: function () { return state.ride ? Object.assign({}, state.ride) : null; },
+      surge: function () {
+        var out = {};
+        surgeCells.forEach(function (v, cell) { out[cell] = v.multiplier; });
+        return out;
+      },
+      surgeVisible: function () { return map.hasLayer(surgeLayer); },
       connected: function () { return state.connected; },
       reconnects: function () { return state.reconnects; },
       dropConnection: function () { if (state.ws) state.ws.close(4000, 'test: drop'); },

@@ -26,10 +26,11 @@ from ridehail.common.events import (
     RideCompleted,
     RideExpired,
     RidePickedUp,
+    SurgeChanged,
 )
 from ridehail.common.kafka import consumer_config
 from ridehail.common.logging import get_logger
-from ridehail.common.topics import DRIVER_LOCATION, REPLAY_HEADER, RIDE_EVENT
+from ridehail.common.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT
 from ridehail.gateway import metrics
 from ridehail.gateway.hub import Hub
 
@@ -58,6 +59,7 @@ class LiveFeed:
         )
         self._locations = msgspec.json.Decoder(DriverLocation)
         self._rides = EventDecoder(RideAssigned, RideArrived, RidePickedUp, RideCompleted, RideCancelled, RideExpired)
+        self._surge = EventDecoder(SurgeChanged)
         self.lag = 0
         self.assigned = False
         self.healthy = False
@@ -99,7 +101,7 @@ class LiveFeed:
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         consumer = Consumer(self._conf)
-        consumer.subscribe([DRIVER_LOCATION.name, RIDE_EVENT.name], on_assign=self._on_assign)
+        consumer.subscribe([DRIVER_LOCATION.name, RIDE_EVENT.name, PRICING_SURGE.name], on_assign=self._on_assign)
         log.info("feed_started", group=self.group_id)
         try:
             while not stop.is_set():
@@ -114,6 +116,7 @@ class LiveFeed:
     def handle(self, messages: list[Message]) -> None:
         hub = self.hub
         location_topic = DRIVER_LOCATION.name
+        surge_topic = PRICING_SURGE.name
         n_loc = n_ride = 0
         for msg in messages:
             if msg.error() is not None:
@@ -133,6 +136,11 @@ class LiveFeed:
                     n_loc += 1
                 except msgspec.DecodeError as exc:
                     self._bad(str(exc))
+            elif msg.topic() == surge_topic:
+                try:
+                    hub.apply_surge(self._surge.decode(value))  # type: ignore[arg-type]
+                except EventError as exc:
+                    self._bad(exc.reason)
             else:
                 try:
                     hub.apply_ride_event(self._rides.decode(value), value)

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast
 
-from ridehail.common.events import DriverLocation, RideAssigned, RideCancelled, RideCompleted, RideExpired
+from ridehail.common.events import (
+    DriverLocation,
+    RideAssigned,
+    RideCancelled,
+    RideCompleted,
+    RideExpired,
+    SurgeChanged,
+)
 from ridehail.common.logging import get_logger
 from ridehail.gateway import metrics
 
@@ -125,6 +132,11 @@ class Hub:
         self._ride_of_driver: dict[str, str] = {}
         self._last_prune = time.monotonic()
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        # surge per H3 cell (from the pricing topic): read by quotes, sent to clients as "surge" frames
+        self.surge: dict[str, float] = {}
+        self.surge_resolution = 8
+        self._surge_pending: dict[str, float] = {}
+        self._surge_boundary: dict[str, list[list[float]]] = {}
 
     # -- input from the live feed --------------------------------------------------------------------
     def apply_location(self, ev: DriverLocation) -> None:
@@ -186,10 +198,34 @@ class Hub:
                     metrics.RIDE_EVENTS_DROPPED.inc()
                 client.events.append(raw)
 
+    def apply_surge(self, ev: SurgeChanged) -> None:
+        """A cell's surge multiplier changed: remember it, send it to every client next round."""
+        self.counters.events_in += 1
+        self.surge[ev.cell] = ev.multiplier
+        self.surge_resolution = ev.resolution
+        self._surge_pending[ev.cell] = ev.multiplier
+
+    def surge_frame(self, cells: dict[str, float], boundaries: bool) -> bytes:
+        """``{"t":"surge","res":R,"c":[[cell, multiplier, [[lat,lon],...] | null], ...]}``: a cell's
+        polygon comes with the first frame a client gets for it (the browser has no H3)."""
+        from ridehail.pricing.surge import cell_boundary
+
+        rows = []
+        for cell, multiplier in cells.items():
+            polygon = None
+            if boundaries or cell not in self._surge_boundary:
+                polygon = self._surge_boundary.get(cell)
+                if polygon is None:
+                    polygon = self._surge_boundary[cell] = cell_boundary(cell)
+            rows.append([cell, multiplier, polygon])
+        return orjson.dumps({"t": "surge", "res": self.surge_resolution, "c": rows})
+
     # -- clients --------------------------------------------------------------------------------------
     def add(self, client: Client) -> None:
         self.clients.add(client)
         metrics.CLIENTS.set(len(self.clients))
+        if self.surge:  # every surge cell known so far, with its polygon
+            broadcast([client.conn], self.surge_frame(self.surge, boundaries=True), text=True)
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
@@ -259,6 +295,9 @@ class Hub:
             self.counters.bytes_out += n * len(frame)
             metrics.FRAMES_SENT.inc(n)
             metrics.FRAME_BYTES.inc(n * len(frame))
+        if self._surge_pending:
+            self.send_all(self.surge_frame(self._surge_pending, boundaries=False))
+            self._surge_pending = {}
         if now - self._last_prune > 5.0:
             self._prune(now)
         metrics.FRAME_ROUND_SECONDS.observe(time.perf_counter() - started)

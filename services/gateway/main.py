@@ -111,6 +111,14 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
 
         tasks.append(asyncio.create_task(_supervise("outbox_relay", relay_when_database_answers, stop)))
 
+    async def seed_surge() -> None:
+        from ridehail.gateway.quotes import load_surge_snapshot
+
+        await wait_for_database(engine)
+        await load_surge_snapshot(session_factory, hub)
+
+    tasks.append(asyncio.create_task(_supervise("surge_snapshot", seed_surge, stop)))
+
     ws_server = await start_ws_server(live, settings, settings.host, settings.gateway_ws_port)
     http = make_server(create_app(ctx), settings.host, settings.gateway_port)
     tasks += [

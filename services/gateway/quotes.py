@@ -22,7 +22,7 @@ import h3
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ridehail.common.auth_deps import require_principal
 from ridehail.common.auth_tokens import Principal
@@ -205,3 +205,16 @@ async def claim_quote(
             )
     await session.execute(text("UPDATE quotes SET ride_id = :r WHERE quote_id = :q"), {"r": ride_id, "q": quote_id})
     return RidePricing(float(row["surge_multiplier"]), quote_id, Decimal(row["price"]))
+
+
+async def load_surge_snapshot(factory: async_sessionmaker[AsyncSession], hub: Any) -> int:
+    """Seed the hub with the multipliers pricing stored (``surge_cells``), so a gateway started after
+    a cell began surging still prices and draws it; live changes from the topic win."""
+    async with transaction(factory) as session:
+        rows = (await session.execute(text("SELECT cell, multiplier FROM surge_cells"))).all()
+    for cell, multiplier in rows:
+        if h3.is_valid_cell(cell) and cell not in hub.surge:
+            hub.surge[cell] = float(multiplier)
+            hub.surge_resolution = h3.get_resolution(cell)
+    log.info("surge_snapshot_loaded", cells=len(rows))
+    return len(rows)

@@ -102,12 +102,12 @@ async def create_quote(
 ) -> QuoteView:
     pickup, dropoff = body.pickup, body.dropoff
     if haversine_m(pickup.lat, pickup.lon, dropoff.lat, dropoff.lon) < MIN_TRIP_M:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="pickup and dropoff are the same place")
+        raise HTTPException(422, detail="pickup and dropoff are the same place")
     trips = await trip_router()
     try:
         trip = trips.estimate((pickup.lat, pickup.lon), (dropoff.lat, dropoff.lon))
     except NoRoute as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(422, detail=str(exc)) from None
     cell, multiplier = surge_multiplier_at(request, pickup.lat, pickup.lon)
     tariff = current_tariff()
     fare = compute_fare(tariff, trip.distance_m, trip.duration_s, multiplier)
@@ -200,7 +200,7 @@ async def claim_quote(
     ):
         if haversine_m(lat, lon, qlat, qlon) > SAME_PLACE_M:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                422,
                 detail=f"the {name} differs from the quote's by more than {SAME_PLACE_M:.0f} m: request a new quote",
             )
     await session.execute(text("UPDATE quotes SET ride_id = :r WHERE quote_id = :q"), {"r": ride_id, "q": quote_id})

@@ -50,10 +50,8 @@ def _tree_lengths(pred: np.ndarray, root: int, lengths: sp.csr_matrix, towards_r
     n = len(pred)
     child = np.flatnonzero(pred >= 0)
     parent = pred[child]
-    if towards_root:  # reverse tree: the road edge runs child -> parent
-        w = np.asarray(lengths[child, parent]).ravel()
-    else:
-        w = np.asarray(lengths[parent, child]).ravel()
+    src, dst = (child, parent) if towards_root else (parent, child)  # reverse tree: road runs child -> parent
+    w = np.asarray(lengths[src, dst]).ravel()
     tree = sp.csr_matrix((w + 1e-9, (parent, child)), shape=(n, n))
     return dijkstra(tree, indices=root)
 
@@ -107,9 +105,7 @@ class QuoteRouter:
 
     def _exact_within(self, a: int, b: int, bound: TripEstimate) -> TripEstimate:
         """Short trips: exact Dijkstra, limited to the landmark route's time (a small search)."""
-        dist, pred = dijkstra(
-            self.graph._time, indices=a, limit=bound.duration_s + 1e-6, return_predecessors=True
-        )
+        dist, pred = dijkstra(self.graph._time, indices=a, limit=bound.duration_s + 1e-6, return_predecessors=True)
         if not np.isfinite(dist[b]) or dist[b] >= bound.duration_s:
             return bound
         length, node = 0.0, b

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ridehail.common.db import make_engine, make_sessionmaker, ping, transaction
-from ridehail.common.events import DriverLocation, EventDecoder, RideRequested, SurgeChanged, now_ms
+from ridehail.common.events import DriverLocation, EventDecoder, RideRequested, SurgeChanged, encode, now_ms
 from ridehail.common.health import health_app, make_server
 from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
 from ridehail.common.logging import get_logger
@@ -122,7 +122,7 @@ class PricingService:
             return changes
         resolution = self.book.resolution
         for change in changes:
-            self.producer.produce(PRICING_SURGE.name, change_event(change, resolution, now), key=change.cell)
+            self.producer.produce(PRICING_SURGE.name, encode(change_event(change, resolution, now)), key=change.cell)
         await self.producer.flush_async(10.0)
         self.published += len(changes)
         CHANGES.inc(len(changes))

@@ -49,7 +49,7 @@ def test_every_app_command_is_a_real_ridehail_subcommand(compose: dict[str, Any]
                 commands += [part.split()[1:] for part in script.split("&&")]
             else:
                 commands.append(list(svc["command"]))
-            assert name in {"migrate", "auth", "matching", "gateway", "simulator"}
+            assert name in {"migrate", "auth", "matching", "pricing", "gateway", "simulator"}
     assert ["serve", "gateway"] in commands and ["db", "upgrade"] in commands
     for argv in commands:
         result = runner.invoke(app, [*argv, "--help"])
@@ -62,7 +62,7 @@ def test_images_are_pinned_and_health_gates_start_up(compose: dict[str, Any]) ->
         image = services[name]["image"]
         assert re.fullmatch(r"[\w./-]+:\d[\w.-]*", image), f"{name} image {image} is not pinned to a version"
         assert "healthcheck" in services[name]
-    for name in ("auth", "matching", "gateway", "simulator"):
+    for name in ("auth", "matching", "pricing", "gateway", "simulator"):
         svc = services[name]
         assert "healthcheck" in svc, name
         assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

@@ -38,9 +38,7 @@ BATCH_SIZE = Histogram(
     ["consumer"],
     buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000),
 )
-BATCH_SECONDS = Histogram(
-    "ridehail_consumer_batch_seconds", "Time to apply one batch (handler + commit)", ["consumer"]
-)
+BATCH_SECONDS = Histogram("ridehail_consumer_batch_seconds", "Time to apply one batch (handler + commit)", ["consumer"])
 CONSUMER_LAG = Gauge("ridehail_consumer_lag", "Messages behind the partition end", ["consumer"])
 HANDLER_FAILURES = Counter(
     "ridehail_consumer_handler_failures_total", "Batches that failed and were retried", ["consumer"]
@@ -90,6 +88,8 @@ def consumer_config(bootstrap: str, group_id: str, client_id: str, **overrides: 
     return conf
 
 
+STALL_AFTER_S = 10.0  # pending messages, a reachable broker, no delivery for this long: recreate
+
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
@@ -105,6 +105,11 @@ class EventProducer:
         self._running = True
         self.delivered = 0
         self.failed = 0
+        self._retired: list[Producer] = []
+        self._last_success = time.monotonic()
+        self._last_stall_check = 0.0
+        self._last_failure_log = 0.0
+        self._failed_at_last_log = 0
         self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-poll", daemon=True)
         self._poller.start()
 
@@ -116,20 +121,74 @@ class EventProducer:
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             log.warning("broker_unreachable", client=self._client_id, error=err.str())
 
-    def _recreate(self) -> None:
+    def _recreate(self, failed: Producer, *, purge: bool = True) -> None:
+        """Replace ``failed`` by a fresh client (once, even if several threads notice the failure).
+
+        A dead client (fatal error) is purged: its queued messages fail now with an error report,
+        so ``send`` callers are told and can retry, instead of vanishing with it. A stalled client
+        is retired instead: it keeps trying to deliver what it holds until its messages time out.
+        """
         with self._lock:
-            old = self._producer
+            if self._producer is not failed:
+                return
             self._producer = Producer(self._conf)
             self._fatal.clear()
-        with contextlib.suppress(Exception):
-            old.flush(0)  # undelivered messages fail with an error report on the old client
-        log.warning("producer_recreated", client=self._client_id)
+            self._last_success = time.monotonic()
+            if not purge:
+                self._retired.append(failed)
+        if purge:
+            with contextlib.suppress(Exception):
+                failed.purge(in_queue=True, in_flight=True, blocking=False)
+            with contextlib.suppress(Exception):
+                failed.poll(0)
+        log.warning("producer_recreated", client=self._client_id, reason="fatal error" if purge else "stalled")
+
+    @staticmethod
+    def _is_fatal(exc: KafkaException) -> bool:
+        err = exc.args[0] if exc.args else None
+        return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
+
+    def _check_stalled(self, producer: Producer) -> None:
+        """Recreate a client that holds messages, hears the broker, yet delivers nothing.
+
+        After the embedded broker restarts it has forgotten every producer id; librdkafka then bumps
+        its epoch forever on UNKNOWN_PRODUCER_ID without asking for a new id. A new client does.
+        """
+        now = time.monotonic()
+        if now - self._last_stall_check < 5.0:
+            return
+        self._last_stall_check = now
+        if len(producer) == 0 or now - self._last_success < STALL_AFTER_S:
+            return
+        try:
+            producer.list_topics(timeout=2)  # the broker answers: not an outage, a stall
+        except KafkaException:
+            return
+        log.warning("producer_stalled", client=self._client_id, pending=len(producer))
+        self._recreate(producer, purge=False)
 
     def _poll_loop(self) -> None:
         while self._running:
+            producer = self._producer
             if self._fatal.is_set():
-                self._recreate()
-            self._producer.poll(0.05)
+                self._recreate(producer)
+                continue
+            try:
+                producer.poll(0.05)
+                for old in list(self._retired):
+                    old.poll(0)
+                    if len(old) == 0:
+                        self._retired.remove(old)
+                self._check_stalled(producer)
+            except KafkaException as exc:
+                if self._is_fatal(exc):
+                    log.error("producer_fatal_error", client=self._client_id, error=str(exc))
+                    self._fatal.set()
+                else:
+                    log.warning("producer_poll_error", client=self._client_id, error=str(exc))
+                    time.sleep(0.05)
+            except Exception as exc:
+                log.error("producer_callback_failed", client=self._client_id, error=repr(exc)[:300])
 
     # -- producing ---------------------------------------------------------------------------------
     def produce(
@@ -155,14 +214,28 @@ class EventProducer:
                 return
             except BufferError:
                 self._producer.poll(0.01)  # local queue full: wait for deliveries
+            except KafkaException as exc:
+                if not self._is_fatal(exc):
+                    raise
+                self._recreate(self._producer)  # e.g. UNKNOWN_PRODUCER_ID after a broker restart
 
     def _default_report(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
+            self._last_success = time.monotonic()
         else:
             self.failed += 1
             PRODUCE_ERRORS.labels(self._client_id).inc()
-            log.error("delivery_failed", topic=msg.topic(), error=err.str())
+            now = time.monotonic()
+            if now - self._last_failure_log >= 5.0:  # one line per 5 s in an outage, with the count
+                log.error(
+                    "delivery_failed",
+                    client=self._client_id,
+                    topic=msg.topic(),
+                    error=err.str(),
+                    failed_since_last_log=self.failed - self._failed_at_last_log,
+                )
+                self._last_failure_log, self._failed_at_last_log = now, self.failed
 
     async def send(
         self,
@@ -204,9 +277,12 @@ class EventProducer:
             raise RuntimeError(f"{remaining} message(s) not delivered within {timeout_s}s")
 
     def close(self, timeout_s: float = 10.0) -> int:
+        """Flush (up to ``timeout_s``) and stop; return how many messages were left undelivered."""
         remaining = self.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=1)
+        for old in self._retired:
+            remaining += old.flush(min(timeout_s, 2.0))
         return remaining
 
 
@@ -339,9 +415,7 @@ class BatchConsumer:
                     self._fatal.clear()
                     log.warning("consumer_recreated", consumer=self.name)
                 consumer = self._consumer
-                messages = await loop.run_in_executor(
-                    None, consumer.consume, self._batch_max, self._batch_timeout_s
-                )
+                messages = await loop.run_in_executor(None, consumer.consume, self._batch_max, self._batch_timeout_s)
                 if not messages:
                     continue
                 await self._process(messages, stop)
@@ -377,9 +451,7 @@ class BatchConsumer:
             except Exception as exc:
                 HANDLER_FAILURES.labels(self.name).inc()
                 self.stats.healthy = False
-                log.warning(
-                    "batch_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay
-                )
+                log.warning("batch_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
                 if stop.is_set():
                     return  # offsets not stored: the batch is consumed again after restart
                 await asyncio.sleep(delay)

@@ -14,7 +14,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ import h3
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ridehail.common.auth_deps import require_principal
 from ridehail.common.auth_tokens import Principal
@@ -43,10 +43,17 @@ SAME_PLACE_M = 50.0  # a ride's pickup/drop-off may differ this much from its qu
 _router_lock = asyncio.Lock()
 
 
+_built: list[QuoteRouter] = []
+
+
 async def trip_router() -> QuoteRouter:
     """The landmark router, built once per process in a worker thread (~1 s) on first use."""
+    if _built:
+        return _built[0]
     async with _router_lock:
-        return await asyncio.to_thread(shared_router)
+        if not _built:
+            _built.append(await asyncio.to_thread(shared_router))
+        return _built[0]
 
 
 def surge_multiplier_at(request_or_ctx: Any, lat: float, lon: float) -> tuple[str, float]:
@@ -57,6 +64,62 @@ def surge_multiplier_at(request_or_ctx: Any, lat: float, lon: float) -> tuple[st
     cell = h3.latlng_to_cell(lat, lon, resolution)
     surge: dict[str, float] = getattr(hub, "surge", None) or {}
     return cell, float(surge.get(cell, 1.0))
+
+
+INSERT_QUOTE = text(
+    "INSERT INTO quotes (quote_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, cell, "
+    "distance_m, duration_s, surge_multiplier, price, currency, breakdown, expires_at) VALUES "
+    "(:q, :u, :plat, :plon, :dlat, :dlon, :cell, :dist, :dur, :m, :price, :cur, "
+    "CAST(:breakdown AS jsonb), now() + make_interval(secs => :ttl))"
+)
+
+
+class QuoteWriter:
+    """Group commit: quotes arriving while a write is in flight go to Postgres together in the next
+    one (one executemany, one round trip), and each request returns once its row is committed.
+    Under load this turns ~0.4 ms of database work per quote into a fraction of it."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._engine: AsyncEngine = factory.kw["bind"]
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def insert(self, row: dict[str, Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._engine.connect() as conn:
+                    auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await auto.execute(INSERT_QUOTE, [row for row, _ in batch])
+                self.batches += 1
+            except BaseException as exc:  # every waiter learns the outcome, even on cancellation
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError("quote write cancelled")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+def _writer(request: Request) -> QuoteWriter:
+    factory = _sessions(request)
+    writer: QuoteWriter | None = getattr(request.app.state, "quote_writer", None)
+    if writer is None or writer._engine is not factory.kw["bind"]:
+        writer = request.app.state.quote_writer = QuoteWriter(factory)
+    return writer
 
 
 class QuoteView(BaseModel):
@@ -114,33 +177,25 @@ async def create_quote(
     quote_id = uuid.uuid4().hex
     ttl = quote_ttl_s()
     breakdown = fare.breakdown()
-    async with _database_errors_as_503("quote"), transaction(_sessions(request)) as session:
-        expires_at = (
-            await session.execute(
-                text(
-                    "INSERT INTO quotes (quote_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, cell, "
-                    "distance_m, duration_s, surge_multiplier, price, currency, breakdown, expires_at) VALUES "
-                    "(:q, :u, :plat, :plon, :dlat, :dlon, :cell, :dist, :dur, :m, :price, :cur, "
-                    "CAST(:breakdown AS jsonb), now() + make_interval(secs => :ttl)) RETURNING expires_at"
-                ),
-                {
-                    "q": quote_id,
-                    "u": principal.sub,
-                    "plat": pickup.lat,
-                    "plon": pickup.lon,
-                    "dlat": dropoff.lat,
-                    "dlon": dropoff.lon,
-                    "cell": cell,
-                    "dist": trip.distance_m,
-                    "dur": trip.duration_s,
-                    "m": multiplier,
-                    "price": fare.total,
-                    "cur": fare.currency,
-                    "breakdown": json.dumps(breakdown),
-                    "ttl": ttl,
-                },
-            )
-        ).scalar_one()
+    row = {
+        "q": quote_id,
+        "u": principal.sub,
+        "plat": pickup.lat,
+        "plon": pickup.lon,
+        "dlat": dropoff.lat,
+        "dlon": dropoff.lon,
+        "cell": cell,
+        "dist": trip.distance_m,
+        "dur": trip.duration_s,
+        "m": multiplier,
+        "price": fare.total,
+        "cur": fare.currency,
+        "breakdown": json.dumps(breakdown),
+        "ttl": ttl,
+    }
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)  # the stored expiry is a few ms later, never earlier
+    async with _database_errors_as_503("quote"):
+        await _writer(request).insert(row)
     response.headers["Location"] = f"/api/quotes/{quote_id}"
     return QuoteView(
         quote_id=quote_id,

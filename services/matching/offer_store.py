@@ -108,7 +108,12 @@ async def offered_drivers(session: AsyncSession, ride_ids: Sequence[str]) -> dic
 
 
 async def hold_for_recorded_decision(
-    session: AsyncSession, ride_id: str, driver_id: str | None, status: str, timestamp_column: str | None
+    session: AsyncSession,
+    ride_id: str,
+    driver_id: str | None,
+    status: str,
+    timestamp_column: str | None,
+    near: tuple[float, float] = (0.0, 0.0),
 ) -> None:
     """Replay: put a replayed ride where the recording says, releasing a driver it held before."""
     previous = (
@@ -131,11 +136,16 @@ async def hold_for_recorded_decision(
     )
     if driver_id is not None:
         driver_status = {"offered": "offered", "assigned": "to_pickup"}[status]
-        # The recorded claim: the driver is the ride's, whatever a fresh index would have chosen.
+        # The recorded claim: the driver is the ride's, whatever a fresh index would have chosen. At
+        # replay speed the decision can overtake the driver's first ping: the row is then created
+        # with seq 0 at ``near`` and the first ping moves it (the newest seq wins, the hold stays).
+        lat, lon = near
         await session.execute(
             text(
-                "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
-                "WHERE driver_id = :d AND (current_ride_id IS NULL OR current_ride_id = :r)"
+                "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts, current_ride_id) "
+                "VALUES (:d, :lat, :lon, :s, 0, 0, :r) "
+                "ON CONFLICT (driver_id) DO UPDATE SET status = :s, current_ride_id = :r, updated_at = now() "
+                "WHERE drivers.current_ride_id IS NULL OR drivers.current_ride_id = :r"
             ),
-            {"d": driver_id, "r": ride_id, "s": driver_status},
+            {"d": driver_id, "r": ride_id, "s": driver_status, "lat": lat, "lon": lon},
         )

@@ -35,10 +35,10 @@ async def apply_recorded_decision(session: AsyncSession, event: RecordedDecision
     if ride["status"] in ("arrived", "in_progress", "completed", "cancelled", "expired"):
         await store.insert_ride_event(session, event)  # the ride has moved past this decision
         return
-    if isinstance(event, RideOffered):
-        await offer_store.hold_for_recorded_decision(session, event.ride_id, event.driver_id, "offered", "offered_at")
-    elif isinstance(event, RideAssigned):
-        await offer_store.hold_for_recorded_decision(session, event.ride_id, event.driver_id, "assigned", "assigned_at")
+    if isinstance(event, RideOffered | RideAssigned):
+        status, column = ("offered", "offered_at") if isinstance(event, RideOffered) else ("assigned", "assigned_at")
+        near = (event.pickup.lat, event.pickup.lon)
+        await offer_store.hold_for_recorded_decision(session, event.ride_id, event.driver_id, status, column, near)
     elif isinstance(event, RideOfferTimedOut):
         await offer_store.hold_for_recorded_decision(session, event.ride_id, None, "requested", None)
     else:

@@ -25,6 +25,9 @@ from ridehail.common.events import (
     RideCancelled,
     RideCompleted,
     RideExpired,
+    RideOfferAnswered,
+    RideOffered,
+    RideOfferTimedOut,
     RidePickedUp,
     SurgeChanged,
 )
@@ -33,6 +36,8 @@ from ridehail.common.logging import get_logger
 from ridehail.common.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT
 from ridehail.gateway import metrics
 from ridehail.gateway.hub import Hub
+
+OFFER_EVENTS = (RideOffered, RideOfferAnswered, RideOfferTimedOut)
 
 log = get_logger(__name__)
 
@@ -58,7 +63,15 @@ class LiveFeed:
             },
         )
         self._locations = msgspec.json.Decoder(DriverLocation)
-        self._rides = EventDecoder(RideAssigned, RideArrived, RidePickedUp, RideCompleted, RideCancelled, RideExpired)
+        self._rides = EventDecoder(
+            RideAssigned,
+            RideArrived,
+            RidePickedUp,
+            RideCompleted,
+            RideCancelled,
+            RideExpired,
+            *OFFER_EVENTS,
+        )
         self._surge = EventDecoder(SurgeChanged)
         self.lag = 0
         self.assigned = False
@@ -143,7 +156,10 @@ class LiveFeed:
                     self._bad(exc.reason)
             else:
                 try:
-                    hub.apply_ride_event(self._rides.decode(value), value)
+                    ride_event = self._rides.decode(value)
+                    if isinstance(ride_event, OFFER_EVENTS):
+                        continue  # matching <-> driver negotiation: the map shows the outcome (assigned)
+                    hub.apply_ride_event(ride_event, value)
                     n_ride += 1
                 except EventError as exc:
                     self._bad(exc.reason)

@@ -224,7 +224,11 @@ class Hub:
     def add(self, client: Client) -> None:
         self.clients.add(client)
         metrics.CLIENTS.set(len(self.clients))
-        if self.surge:  # every surge cell known so far, with its polygon
+        if self.surge:  # every surge cell known so far, with its polygon (after the "hello")
+            asyncio.get_running_loop().call_soon(self._send_surge_snapshot, client)
+
+    def _send_surge_snapshot(self, client: Client) -> None:
+        if client in self.clients and not client.closing:
             broadcast([client.conn], self.surge_frame(self.surge, boundaries=True), text=True)
 
     def remove(self, client: Client) -> None:

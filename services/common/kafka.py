@@ -88,24 +88,48 @@ def consumer_config(bootstrap: str, group_id: str, client_id: str, **overrides: 
     return conf
 
 
+class _EveryNSeconds:
+    """librdkafka reports "all brokers down" on every reconnect cycle: log it once per period."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.period_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+_outage_log = _EveryNSeconds(60.0)
+
 STALL_AFTER_S = 10.0  # pending messages, a reachable broker, no delivery for this long: recreate
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class EventProducer:
-    """Thread-safe producer; ``produce`` never blocks the event loop for long."""
+    """Thread-safe producer; ``produce`` never blocks the event loop for long.
+
+    When the client has to be replaced (a fatal error, or the stall that follows a restart of the
+    embedded broker), the messages it still holds are purged and produced again on the new client,
+    so nothing is dropped on the floor: at worst a message in flight is written twice, which the
+    idempotent consumers absorb.
+    """
 
     def __init__(self, bootstrap: str, client_id: str, **overrides: Any) -> None:
         self._conf = producer_config(bootstrap, client_id, error_cb=self._on_error, **overrides)
         self._client_id = client_id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._producer = Producer(self._conf)
         self._fatal = threading.Event()
         self._running = True
+        self._replacing = False
         self.delivered = 0
         self.failed = 0
-        self._retired: list[Producer] = []
+        self.requeued = 0
         self._last_success = time.monotonic()
         self._last_stall_check = 0.0
         self._last_failure_log = 0.0
@@ -118,30 +142,27 @@ class EventProducer:
         if err.fatal():
             log.error("producer_fatal_error", client=self._client_id, error=err.str())
             self._fatal.set()
-        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN and _outage_log.allow(self._client_id):
             log.warning("broker_unreachable", client=self._client_id, error=err.str())
 
-    def _recreate(self, failed: Producer, *, purge: bool = True) -> None:
-        """Replace ``failed`` by a fresh client (once, even if several threads notice the failure).
-
-        A dead client (fatal error) is purged: its queued messages fail now with an error report,
-        so ``send`` callers are told and can retry, instead of vanishing with it. A stalled client
-        is retired instead: it keeps trying to deliver what it holds until its messages time out.
-        """
+    def _recreate(self, failed: Producer, reason: str) -> None:
+        """Replace ``failed`` by a fresh client (once, even if several threads notice the failure)."""
         with self._lock:
             if self._producer is not failed:
                 return
             self._producer = Producer(self._conf)
             self._fatal.clear()
             self._last_success = time.monotonic()
-            if not purge:
-                self._retired.append(failed)
-        if purge:
-            with contextlib.suppress(Exception):
-                failed.purge(in_queue=True, in_flight=True, blocking=False)
-            with contextlib.suppress(Exception):
-                failed.poll(0)
-        log.warning("producer_recreated", client=self._client_id, reason="fatal error" if purge else "stalled")
+            held = len(failed)
+            self._replacing = True
+            try:
+                with contextlib.suppress(Exception):
+                    failed.purge(in_queue=True, in_flight=True, blocking=False)
+                with contextlib.suppress(Exception):
+                    failed.poll(0)  # purge reports: _requeue_or_report puts them on the new client
+            finally:
+                self._replacing = False
+        log.warning("producer_recreated", client=self._client_id, reason=reason, requeued=held)
 
     @staticmethod
     def _is_fatal(exc: KafkaException) -> bool:
@@ -151,11 +172,12 @@ class EventProducer:
     def _check_stalled(self, producer: Producer) -> None:
         """Recreate a client that holds messages, hears the broker, yet delivers nothing.
 
-        After the embedded broker restarts it has forgotten every producer id; librdkafka then bumps
-        its epoch forever on UNKNOWN_PRODUCER_ID without asking for a new id. A new client does.
+        After the embedded broker restarts it has forgotten every producer id; librdkafka 2.16 then
+        bumps its epoch forever on UNKNOWN_PRODUCER_ID without asking for a new id (no fatal error
+        is raised). A new client asks for one.
         """
         now = time.monotonic()
-        if now - self._last_stall_check < 5.0:
+        if now - self._last_stall_check < 2.0:
             return
         self._last_stall_check = now
         if len(producer) == 0 or now - self._last_success < STALL_AFTER_S:
@@ -164,21 +186,16 @@ class EventProducer:
             producer.list_topics(timeout=2)  # the broker answers: not an outage, a stall
         except KafkaException:
             return
-        log.warning("producer_stalled", client=self._client_id, pending=len(producer))
-        self._recreate(producer, purge=False)
+        self._recreate(producer, "stalled")
 
     def _poll_loop(self) -> None:
         while self._running:
             producer = self._producer
             if self._fatal.is_set():
-                self._recreate(producer)
+                self._recreate(producer, "fatal error")
                 continue
             try:
                 producer.poll(0.05)
-                for old in list(self._retired):
-                    old.poll(0)
-                    if len(old) == 0:
-                        self._retired.remove(old)
                 self._check_stalled(producer)
             except KafkaException as exc:
                 if self._is_fatal(exc):
@@ -190,7 +207,45 @@ class EventProducer:
             except Exception as exc:
                 log.error("producer_callback_failed", client=self._client_id, error=repr(exc)[:300])
 
+    def _wrap(self, callback: DeliveryCallback) -> DeliveryCallback:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if (
+                err is not None
+                and self._replacing
+                and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+            ):
+                self.requeued += 1
+                self._produce_now(self._producer, msg.topic(), msg.value(), msg.key(), msg.headers(), callback, 0)
+                return
+            callback(err, msg)
+
+        return report
+
     # -- producing ---------------------------------------------------------------------------------
+    def _produce_now(
+        self,
+        producer: Producer,
+        topic: str | None,
+        value: bytes | None,
+        key: str | bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None,
+        callback: DeliveryCallback,
+        timestamp_ms: int,
+    ) -> None:
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) if headers else None,
+                    on_delivery=self._wrap(callback),
+                    timestamp=timestamp_ms,
+                )
+                return
+            except BufferError:
+                producer.poll(0.01)  # local queue full: wait for deliveries
+
     def produce(
         self,
         topic: str,
@@ -200,24 +255,17 @@ class EventProducer:
         on_delivery: DeliveryCallback | None = None,
         timestamp_ms: int = 0,
     ) -> None:
-        cb = on_delivery or self._default_report
+        callback = on_delivery or self._default_report
         while True:
+            producer = self._producer
             try:
-                self._producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=list(headers) if headers else None,
-                    on_delivery=cb,
-                    timestamp=timestamp_ms,
-                )
+                with self._lock:  # never onto a client that is being replaced
+                    self._produce_now(producer, topic, value, key, headers, callback, timestamp_ms)
                 return
-            except BufferError:
-                self._producer.poll(0.01)  # local queue full: wait for deliveries
             except KafkaException as exc:
                 if not self._is_fatal(exc):
                     raise
-                self._recreate(self._producer)  # e.g. UNKNOWN_PRODUCER_ID after a broker restart
+                self._recreate(producer, "fatal error")  # then produce on the new client
 
     def _default_report(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -281,8 +329,6 @@ class EventProducer:
         remaining = self.flush(timeout_s)
         self._running = False
         self._poller.join(timeout=1)
-        for old in self._retired:
-            remaining += old.flush(min(timeout_s, 2.0))
         return remaining
 
 
@@ -388,7 +434,8 @@ class BatchConsumer:
             self._fatal.set()
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             self.stats.healthy = False
-            log.warning("broker_unreachable", consumer=self.name, error=err.str())
+            if _outage_log.allow(self.name):
+                log.warning("broker_unreachable", consumer=self.name, error=err.str())
 
     def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.partitions |= {(p.topic, p.partition) for p in partitions}

@@ -49,3 +49,36 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         typer.echo(json.dumps(result, indent=2))
         if json_path:
             typer.echo(f"written to {json_path}")
+
+    @bench.command("offers")
+    def bench_offers(
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str = typer.Option(
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            "--admin-url",
+            help="Postgres where a throw-away database may be created (dropped afterwards).",
+        ),
+        drivers: int = typer.Option(300, help="Simulated drivers (answering offers)."),
+        requests: int = typer.Option(150, help="Ride requests."),
+        rps: float = typer.Option(5.0, help="Ride requests per second."),
+        accept_probability: float = typer.Option(0.9, help="Probability that a free driver accepts."),
+        offer_timeout_s: float = typer.Option(5.0, help="Matching's offer timeout."),
+    ) -> None:
+        """Driver offers end to end: acceptance rate, answer latency, request-to-assigned latency,
+        offers per ride, double bookings (must be 0)."""
+        from ridehail.common.logging import configure_logging
+        from ridehail.matching.offers_bench import run_offers_bench
+
+        configure_logging("WARNING")
+        result = run_offers_bench(
+            json_path,
+            admin_url,
+            drivers=drivers,
+            requests=requests,
+            rps=rps,
+            accept_probability=accept_probability,
+            offer_timeout_s=offer_timeout_s,
+        )
+        typer.echo(json.dumps(result, indent=2))
+        if json_path:
+            typer.echo(f"written to {json_path}")

@@ -23,6 +23,7 @@ from ridehail.common.events import (
     RideCancelled,
     RideCompleted,
     RideExpired,
+    RideOfferAnswered,
     RideOffered,
     RideOfferTimedOut,
     RidePickedUp,
@@ -45,6 +46,7 @@ TICK_LAG = Gauge("ridehail_simulator_tick_lag_seconds", "How far the ping loop r
 STALE_ASSIGNMENT_MARGIN_MS = 5_000
 RIDE_EVENT_TYPES = (
     RideOffered,
+    RideOfferAnswered,  # the drivers' own answers: read past, not dead-lettered
     RideOfferTimedOut,
     RideAssigned,
     RideArrived,

@@ -74,7 +74,7 @@
     map.getPane('surge').style.pointerEvents = 'none';
     var surgeLayer = L.layerGroup().addTo(map);
     var surgeCells = new Map(); // cell -> { multiplier, polygon }
-    L.control.layers(null, { 'surge pricing': surgeLayer }, { collapsed: false, position: 'topright' }).addTo(map);
+    L.control.layers(null, { 'surge pricing': surgeLayer }, { collapsed: false, position: 'topleft' }).addTo(map);
 
     function surgeColor(m) { // 1.0 yellow -> 2.0 orange -> 3.0+ red
       var f = Math.max(0, Math.min(1, (m - 1) / 2));
@@ -401,6 +401,11 @@
         return out;
       },
       surgeVisible: function () { return map.hasLayer(surgeLayer); },
+      surgeDrawn: function () { // hexagons on the map now, with their fill colours
+        var out = {};
+        surgeCells.forEach(function (v, cell) { if (v.polygon._map) out[cell] = v.polygon.options.fillColor; });
+        return out;
+      },
       connected: function () { return state.connected; },
       reconnects: function () { return state.reconnects; },
       dropConnection: function () { if (state.ws) state.ws.close(4000, 'test: drop'); },

@@ -112,8 +112,9 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
         tasks.append(asyncio.create_task(_supervise("outbox_relay", relay_when_database_answers, stop)))
 
     async def seed_surge() -> None:
-        from ridehail.gateway.quotes import load_surge_snapshot
+        from ridehail.gateway.quotes import load_surge_snapshot, trip_router
 
+        await trip_router()  # the quote routing tables (~1 s in a thread), before the first quote asks
         await wait_for_database(engine)
         await load_surge_snapshot(session_factory, hub)
 

@@ -5,6 +5,7 @@ plays the drivers: offer-capable pings, then answers on the ride event topic."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -247,3 +248,61 @@ async def test_batched_mode_proposes_offers(own_broker: str, fresh_database_url:
     finally:
         producer.close()
         await shutdown()
+
+
+async def test_two_instances_offering_never_double_book(
+    own_broker: str, fresh_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Two matching instances in one group, 10 offer-capable drivers, 20 riders: every driver is
+    held by at most one ride at a time, and exactly 10 rides end assigned, one per driver."""
+    first, stop_first = await start_matching(own_broker, fresh_database_url, matching_group_id="pair")
+    second, stop_second = await start_matching(own_broker, fresh_database_url, matching_group_id="pair")
+    producer = EventProducer(own_broker, "test-offers-pair")
+    answered: set[str] = set()
+    overlaps: list[Any] = []
+
+    bot_db = await asyncpg.connect(asyncpg_dsn(fresh_database_url))  # its own connection: it runs alongside
+
+    async def drivers_accept_everything() -> None:
+        while True:
+            overlaps.extend(
+                await bot_db.fetch(
+                    "SELECT driver_id FROM rides WHERE status IN ('offered', 'assigned') AND driver_id IS NOT NULL "
+                    "GROUP BY driver_id HAVING count(*) > 1"
+                )
+            )
+            for r in await bot_db.fetch("SELECT ride_id, driver_id, offer_id FROM rides WHERE status = 'offered'"):
+                if r["offer_id"] not in answered:
+                    answered.add(r["offer_id"])
+                    answer(producer, r["ride_id"], r["driver_id"], r["offer_id"], accepted=True)
+            await asyncio.sleep(0.05)
+
+    bot = asyncio.create_task(drivers_accept_everything())
+    try:
+        pair = {f"pair-d{i:02d}": 57.7002 + 0.0002 * i for i in range(10)}
+        offer_capable_pings(producer, pair)
+        assert await wait_until(lambda: set(pair) <= first.engine.offer_drivers | second.engine.offer_drivers, 30)
+        for i in range(20):
+            request(producer, f"ride-pair-{i:02d}", rider_id=f"rider-{i}")
+
+        async def all_drivers_busy() -> bool:
+            n = await db.fetchval("SELECT count(*) FROM rides WHERE ride_id LIKE 'ride-pair-%' AND status = 'assigned'")
+            return bool(n == 10)
+
+        assert await wait_until(all_drivers_busy, 60)
+        await asyncio.sleep(1.0)  # let any stray offer surface
+        rows = await db.fetch("SELECT ride_id, driver_id, status FROM rides WHERE ride_id LIKE 'ride-pair-%'")
+        assigned = [r for r in rows if r["status"] == "assigned"]
+        assert len(assigned) == 10 and len({r["driver_id"] for r in assigned}) == 10
+        assert {r["status"] for r in rows} <= {"assigned", "requested"}
+        for r in assigned:
+            assert await driver_state(db, r["driver_id"]) == ("to_pickup", r["ride_id"])
+        assert overlaps == []  # never two rides holding one driver, at any sampled moment
+    finally:
+        bot.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await bot
+        await bot_db.close()
+        producer.close()
+        await stop_first()
+        await stop_second()

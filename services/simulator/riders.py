@@ -32,7 +32,7 @@ log = get_logger(__name__)
 RIDER_REQUESTS = Counter("ridehail_simulator_rider_requests_total", "Ride requests by outcome", ["outcome"])
 
 TERMINAL = {"completed", "cancelled", "expired"}
-WAITING = {"requested"}
+WAITING = {"requested", "offered"}  # still no driver on the way
 MAX_BACKOFF_S = 30.0
 
 

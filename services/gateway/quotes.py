@@ -211,6 +211,40 @@ async def create_quote(
     )
 
 
+class StoredQuote(QuoteView):
+    ride_id: str | None
+
+
+@router.get(
+    "/{quote_id}",
+    response_model=StoredQuote,
+    summary="A quote of the caller's: its price, expiry and the ride that used it (if any)",
+    responses={401: {}, 403: {}, 404: {"description": "unknown quote, or another rider's"}},
+)
+async def get_quote(quote_id: str, request: Request, principal: Annotated[Principal, Depends(_rider)]) -> StoredQuote:
+    async with _database_errors_as_503("quote"), transaction(_sessions(request)) as session:
+        found = await session.execute(
+            text("SELECT *, now() AS db_now FROM quotes WHERE quote_id = :q"), {"q": quote_id}
+        )
+        row = found.mappings().first()
+    if row is None or row["rider_id"] != principal.sub:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="quote not found")
+    left = (row["expires_at"] - row["db_now"]).total_seconds()
+    return StoredQuote(
+        quote_id=row["quote_id"],
+        expires_at=row["expires_at"],
+        expires_in_s=max(0, int(left)),
+        distance_m=row["distance_m"],
+        duration_s=row["duration_s"],
+        cell=row["cell"],
+        surge_multiplier=row["surge_multiplier"],
+        price=row["price"],
+        currency=row["currency"],
+        breakdown=row["breakdown"],
+        ride_id=row["ride_id"],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RidePricing:
     """What a ride request locks: the multiplier, and the price if it came from a quote."""

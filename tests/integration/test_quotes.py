@@ -92,6 +92,12 @@ async def test_quote_prices_the_road_trip_with_the_pickup_surge_and_is_stored(
     assert (row["rider_id"], row["surge_multiplier"], row["ride_id"]) == ("rider-a", 1.5, None)
     assert row["price"] == Decimal(str(q["price"]))
 
+    stored = await client.get(r.headers["location"], headers=auth(signer))
+    assert stored.status_code == 200 and stored.json()["price"] == q["price"] and stored.json()["ride_id"] is None
+    assert 0 < stored.json()["expires_in_s"] <= q["expires_in_s"]
+    foreign = await client.get(r.headers["location"], headers=auth(signer, "rider-b"))
+    assert foreign.status_code == 404
+
     calm = await client.post("/api/quotes", json=BODY, headers=auth(signer))
     surge(hub, 1.0)
     calmer = await client.post("/api/quotes", json=BODY, headers=auth(signer))

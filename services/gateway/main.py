@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable
 
@@ -115,6 +116,10 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
         from ridehail.gateway.quotes import load_surge_snapshot, trip_router
 
         await trip_router()  # the quote routing tables (~1 s in a thread), before the first quote asks
+        # Those tables are ~120k long-lived objects; a full GC pass over them stalls every request
+        # for 50-90 ms (the quote p99). Move everything built so far out of the collector's sight.
+        gc.collect()
+        gc.freeze()
         await wait_for_database(engine)
         await load_surge_snapshot(session_factory, hub)
 

@@ -200,7 +200,7 @@ class KafkaSink:
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+            self._admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 2})
         try:
             meta = self._admin.list_topics(DRIVER_LOCATION.name, timeout=2)  # type: ignore[attr-defined]
         except KafkaException:

@@ -19,12 +19,22 @@ if [ -z "${RIDEHAIL_TEST_ADMIN_URL:-}" ]; then
 fi
 
 echo "== pytest"
+mkdir -p test-artifacts
 set +e
-.venv/bin/python -m pytest -m "not bench" "$@"
+.venv/bin/python -m pytest -m "not bench" --junitxml=test-artifacts/junit.xml "$@"
 code=$?
 set -e
 if [ "$code" = 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
   exit 1
 fi
+# One summary line at the very end (library noise printed at interpreter exit can follow pytest's).
+.venv/bin/python - <<'PY' || true
+import xml.etree.ElementTree as ET
+root = ET.parse("test-artifacts/junit.xml").getroot()
+suites = [root] if root.tag == "testsuite" else list(root)
+n = lambda k: sum(int(s.get(k, 0)) for s in suites)
+failed = n("failures") + n("errors")
+print(f"tests: {n('tests') - failed - n('skipped')} passed, {failed} failed, {n('skipped')} skipped")
+PY
 exit "$code"

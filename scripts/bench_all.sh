@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run every benchmark at its documented size; results go to docs/bench/*.json (and
+# docs/experiments/ for the REST-vs-events experiments). Run it on a quiet machine: the numbers
+# follow the load (each JSON records the load average).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=.venv/bin/ridehail
+mkdir -p docs/bench
+echo "load before: $(uptime)"
+$R bench simulator --drivers 10000 --seconds 20 --json docs/bench/simulator.json
+$R bench matching --json docs/bench/matching.json
+$R bench offers --json docs/bench/offers.json
+$R bench auth --json docs/bench/auth.json
+$R bench gateway --drivers 10000 --clients 100 --json docs/bench/gateway.json
+$R bench replay --json docs/bench/replay.json
+$R bench pricing --json docs/bench/pricing.json
+scripts/run_experiments.sh
+echo "load after: $(uptime)"

@@ -1,0 +1,57 @@
+"""Small runs of every `ridehail bench ...` command: each writes JSON with the documented keys.
+
+Marked ``bench``: not part of the pass/fail test run (``-m "not bench"``); run them with
+``pytest -m bench tests/bench``. The real measurements are ``make bench`` (docs/bench/*.json).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+SMALL_RUNS = {
+    "simulator": (
+        ["--drivers", "500", "--seconds", "3", "--warmup", "1"],
+        ["pings_per_s", "cpu_cores", "rss_mb", "drivers"],
+    ),
+    "matching": (
+        ["--ingest-drivers", "500", "--ingest-rate", "2000", "--ingest-seconds", "3", "--assign-seconds", "3"],
+        ["ingest_pings_per_s", "assign_p50_ms", "assign_p99_ms", "batch_solve_ms_1000x2000", "lost", "double_assigned"],
+    ),
+    "auth": (["--clients", "8", "--me-requests", "200", "--logins", "4"], ["login_per_s", "verify_per_s", "me_p99_ms"]),
+    "gateway": (
+        ["--drivers", "500", "--clients", "5", "--seconds", "3", "--slow-seconds", "3", "--raw-seconds", "1"],
+        ["e2e_p50_ms", "e2e_p99_ms", "deliveries_per_s", "raw_broadcast_per_s", "slow_client_p99_ms"],
+    ),
+    "replay": (
+        ["--events", "20000", "--timing-seconds", "3", "--no-determinism"],
+        ["max_speed_events_per_s", "timing_error_p99_ms"],
+    ),
+    "pricing": (
+        ["--drivers", "500", "--pings-per-driver", "5", "--requests", "200", "--clients", "8", "--seconds", "3"],
+        ["cells", "events_per_s", "recompute_ms", "quote_p99_ms"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_RUNS))
+def test_bench_writes_its_documented_keys(name: str, tmp_path: Path) -> None:
+    args, keys = SMALL_RUNS[name]
+    out = tmp_path / f"{name}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ridehail.cli", "bench", name, *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for key in keys:
+        assert key in data, f"bench {name} wrote no {key}"
+        assert isinstance(data[key], int | float), f"{key} = {data[key]!r}"

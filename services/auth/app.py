@@ -118,6 +118,9 @@ def create_app(settings: AuthSettings) -> FastAPI:
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
+    # A server shutting down or still starting: asyncpg raises these outside PostgresConnectionError.
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
     async def database_unreachable(_: Request, exc: OSError) -> JSONResponse:

@@ -209,9 +209,10 @@ class EventProducer:
 
     def _wrap(self, callback: DeliveryCallback) -> DeliveryCallback:
         def report(err: KafkaError | None, msg: Message) -> None:
-            if (
-                err is not None
-                and self._replacing
+            if err is None:
+                self._last_success = time.monotonic()  # for every callback, not only the default one
+            elif (
+                self._replacing
                 and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
             ):
                 self.requeued += 1
@@ -270,7 +271,6 @@ class EventProducer:
     def _default_report(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
-            self._last_success = time.monotonic()
         else:
             self.failed += 1
             PRODUCE_ERRORS.labels(self._client_id).inc()

@@ -137,6 +137,15 @@ class MatchingService:
         self.started = True
         return True
 
+    async def _close_clients(self) -> None:
+        """Flush and stop both producers off the event loop, then close the database pool."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(None, self.dlq_producer.close, 5.0),
+            loop.run_in_executor(None, self.relay_producer.close, 5.0),
+        )
+        await self.engine_db.dispose()
+
     async def run(self, stop: asyncio.Event) -> None:
         # Health endpoints first: /readyz answers 503 while Postgres or the broker is unreachable.
         server = make_server(self.http_app(), self.settings.host, self.settings.matching_port)
@@ -144,7 +153,7 @@ class MatchingService:
         if not await self._start_when_ready(stop):
             server.should_exit = True
             await http
-            await self.engine_db.dispose()
+            await self._close_clients()
             return
         tasks = [
             asyncio.create_task(self.locations.run(stop), name="locations"),
@@ -169,9 +178,7 @@ class MatchingService:
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=15)
-            self.dlq_producer.close(5)
-            self.relay_producer.close(5)
-            await self.engine_db.dispose()
+            await self._close_clients()
 
 
 async def run(settings: MatchingSettings, stop: asyncio.Event) -> None:

@@ -148,7 +148,8 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     )
     ride = page.evaluate("window.__ridehail.ride()")  # type: ignore[attr-defined]
     assert ride["driver_id"], ride
-    assert "assigned" in page.inner_text("#rh-ride") or ride["status"] != "assigned"  # type: ignore[attr-defined]
+    panel = page.inner_text("#rh-ride")  # type: ignore[attr-defined]
+    assert ride["ride_id"][:8] in panel and "car " in panel, panel  # the rider sees the ride and its car
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "map_ride_assigned.png"))  # type: ignore[attr-defined]
 

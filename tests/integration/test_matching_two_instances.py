@@ -128,7 +128,6 @@ async def test_two_instances_in_one_group_never_double_assign(
         assert sum(s["assigned"] for s in stats) == DRIVERS  # type: ignore[index]
         # both raced for drivers: each either won some claims or lost some to the other instance
         assert all(s["assigned"] + s["claim_conflicts"] > 0 for s in stats), stats  # type: ignore[index]
-        assert sum(s["claim_conflicts"] for s in stats) > 0 or all(s["assigned"] > 0 for s in stats), stats  # type: ignore[index]
     finally:
         collector.stop()
         for p in procs:

@@ -22,6 +22,7 @@ import httpx
 
 from ridehail.common import migrate
 from ridehail.common.auth_tokens import TokenVerifier
+from ridehail.common.postgres import to_asyncpg_dsn
 
 PASSWORD = "bench-password-not-common"
 
@@ -37,7 +38,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_with_database(url, "postgres").replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(to_asyncpg_dsn(_with_database(url, "postgres")))
     try:
         await conn.execute(sql)
     finally:

@@ -22,8 +22,9 @@ import orjson
 from confluent_kafka import Consumer
 
 from ridehail.common.events import ALL_EVENT_TYPES, Event, EventDecoder, EventError
+from ridehail.common.postgres import LOCAL_ADMIN_DSN, to_asyncpg_dsn
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_ADMIN_URL = LOCAL_ADMIN_DSN
 
 
 def free_port() -> int:
@@ -76,8 +77,7 @@ def temporary_database(admin_url: str = DEFAULT_ADMIN_URL) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+asyncpg_dsn = to_asyncpg_dsn  # one conversion for the whole project (ridehail.common.postgres)
 
 
 @dataclass

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ridehail.common.postgres import LOCAL_ADMIN_DSN
+
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     del app
@@ -15,7 +17,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def bench_pricing(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
         admin_url: str = typer.Option(
-            "postgresql://postgres@127.0.0.1:5432/postgres",
+            LOCAL_ADMIN_DSN,
             "--admin-url",
             help="Postgres where a throw-away database may be created (dropped afterwards).",
         ),

@@ -31,12 +31,13 @@ import asyncpg
 
 from ridehail.common import migrate
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.postgres import LOCAL_ADMIN_DSN
 from ridehail.common.topics import TOPICS, ensure_topics
 from ridehail.replay.recorder import Recorder
 from ridehail.replay.replayer import Replayer, ReplayOptions
 from ridehail.replay.statehash import StateHash, state_hash
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_ADMIN_URL = LOCAL_ADMIN_DSN
 
 
 def _free_port() -> int:

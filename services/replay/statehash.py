@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from ridehail.common.postgres import to_asyncpg_dsn
+
 RIDES_SQL = """
 SELECT ride_id, rider_id, status, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, driver_id, reason,
        assigned_at IS NOT NULL, arrived_at IS NOT NULL, picked_up_at IS NOT NULL,
@@ -112,7 +114,7 @@ def hash_rows(rides: list[tuple[Any, ...]], drivers: list[tuple[Any, ...]]) -> S
 
 async def state_hash(database_url: str) -> StateHash:
     """Hash the rides and drivers of the database at ``database_url`` (SQLAlchemy or libpq URL)."""
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = to_asyncpg_dsn(database_url)
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):

@@ -30,7 +30,7 @@ from ridehail.common.db import transaction
 from ridehail.common.fares import compute_fare, current_tariff, quote_ttl_s
 from ridehail.common.geo import haversine_m
 from ridehail.common.logging import get_logger
-from ridehail.gateway.rides import MIN_TRIP_M, Point, _database_errors_as_503, _sessions
+from ridehail.gateway.rides import TripBody, _database_errors_as_503, _sessions
 from ridehail.pricing.routing import NoRoute, QuoteRouter, shared_router
 from ridehail.pricing.surge import DEFAULT_RESOLUTION
 
@@ -140,9 +140,8 @@ async def _rider(request: Request) -> Principal:
     return await dependency(request)
 
 
-class QuoteRequest(BaseModel):
-    pickup: Point
-    dropoff: Point
+class QuoteRequest(TripBody):
+    pass
 
 
 @router.post(
@@ -163,9 +162,7 @@ async def create_quote(
     response: Response,
     principal: Annotated[Principal, Depends(_rider)],
 ) -> QuoteView:
-    pickup, dropoff = body.pickup, body.dropoff
-    if haversine_m(pickup.lat, pickup.lon, dropoff.lat, dropoff.lon) < MIN_TRIP_M:
-        raise HTTPException(422, detail="pickup and dropoff are the same place")
+    pickup, dropoff = body.pickup, body.dropoff  # validated by TripBody: in the area, not the same place
     trips = await trip_router()
     try:
         trip = trips.estimate((pickup.lat, pickup.lon), (dropoff.lat, dropoff.lon))

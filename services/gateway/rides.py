@@ -54,20 +54,25 @@ class Point(BaseModel):
         return self
 
 
-class RideRequestBody(BaseModel):
+class TripBody(BaseModel):
+    """A pickup and a drop-off inside the service area, not the same place (rides and quotes)."""
+
     pickup: Point
     dropoff: Point
-    quote_id: str | None = Field(
-        default=None, min_length=1, max_length=64, description="A quote from POST /api/quotes: locks its price"
-    )
 
     @model_validator(mode="after")
-    def _distinct(self) -> RideRequestBody:
+    def _distinct(self) -> TripBody:
         from ridehail.common.geo import haversine_m
 
         if haversine_m(self.pickup.lat, self.pickup.lon, self.dropoff.lat, self.dropoff.lon) < MIN_TRIP_M:
             raise ValueError("pickup and dropoff are the same place")
         return self
+
+
+class RideRequestBody(TripBody):
+    quote_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="A quote from POST /api/quotes: locks its price"
+    )
 
 
 class RideAccepted(BaseModel):

@@ -149,6 +149,22 @@ class EventCollector:
         return [i.event for i in list(self.items) if i.event is not None and (cls is None or isinstance(i.event, cls))]
 
 
+@contextlib.asynccontextmanager
+async def running_matching(settings: Any) -> AsyncIterator[Any]:
+    """The matching service running in this event loop until the block ends (state loaded first)."""
+    from ridehail.matching.main import MatchingService
+
+    service = MatchingService(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        assert await wait_until(lambda: service.started, 30), "matching did not start within 30 s"
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 30.0) -> bool:
     """Poll ``check`` until it is true or ``timeout_s`` passes; returns the last answer."""
     deadline = time.monotonic() + timeout_s

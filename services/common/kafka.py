@@ -211,10 +211,7 @@ class EventProducer:
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 self._last_success = time.monotonic()  # for every callback, not only the default one
-            elif (
-                self._replacing
-                and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
-            ):
+            elif self._replacing and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
                 self.requeued += 1
                 self._produce_now(self._producer, msg.topic(), msg.value(), msg.key(), msg.headers(), callback, 0)
                 return

@@ -38,9 +38,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", service: str | 
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=processors, processor=renderer)
-    )
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=processors, processor=renderer))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -159,9 +159,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
     unknown = unknown_settings()
     if unknown:
         raise SettingsError(
-            "Unknown ridehail setting(s): "
-            + ", ".join(unknown)
-            + " (every valid one is listed in .env.example)"
+            "Unknown ridehail setting(s): " + ", ".join(unknown) + " (every valid one is listed in .env.example)"
         )
     try:
         return cls(**overrides)

@@ -31,9 +31,7 @@ class TopicSpec:
         return f"{self.name}.dlq"
 
 
-DRIVER_LOCATION = TopicSpec(
-    "ridehail.driver.location.v1", 12, "driver_id", "GPS pings from drivers, every ~1 s each"
-)
+DRIVER_LOCATION = TopicSpec("ridehail.driver.location.v1", 12, "driver_id", "GPS pings from drivers, every ~1 s each")
 RIDE_REQUEST = TopicSpec("ridehail.ride.request.v1", 6, "ride_id", "Ride requests from riders")
 RIDE_EVENT = TopicSpec(
     "ridehail.ride.event.v1",
@@ -68,9 +66,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create missing topics; return the names created. Safe to call any number of times."""
     specs = specs or all_topic_specs()
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 2}
-    )
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000, "log_level": 2})
     deadline = time.monotonic() + timeout_s
     warned = False
     while True:

@@ -1,36 +1,52 @@
 """Shared fixtures: a real embedded broker and a throw-away Postgres database per test session.
 
-Each pytest process gets its own broker port and its own database, so parallel runs never meet.
-``RIDEHAIL_TEST_ADMIN_URL`` points at a server where databases may be created (default: the
-local server at 127.0.0.1:5432 as user postgres).
+Each pytest process gets its own broker port and its own databases, so parallel runs never meet.
+Which Postgres server holds the databases is decided by :mod:`ridehail.harness.scratch`
+(``SCRATCH_POSTGRES_URL``, else ``RIDEHAIL_DATABASE_URL``'s server, else 127.0.0.1:5432, else a
+throw-away local server started for this session and deleted at its end). Every database a test
+creates is dropped again.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from ridehail.common import migrate
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.common.topics import ensure_topics
+from ridehail.harness import scratch
 
 pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack"]
 
-ADMIN_URL = os.environ.get("RIDEHAIL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+free_port = scratch.free_port
+
+# The session's own databases come from the fixtures below; a RIDEHAIL_DATABASE_URL left in the
+# environment must not leak into the services and settings the tests build.
+_CONFIGURED_DATABASE_URL = os.environ.pop("RIDEHAIL_DATABASE_URL", None)
+if _CONFIGURED_DATABASE_URL and not os.environ.get(scratch.SCRATCH_ENV):
+    os.environ[scratch.SCRATCH_ENV] = _CONFIGURED_DATABASE_URL
+
+_server_stack = contextlib.ExitStack()
+_admin_dsn: str | None = None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def admin_dsn() -> str:
+    """libpq URL of the server that holds this session's databases (started on first use)."""
+    global _admin_dsn
+    if _admin_dsn is None:
+        _admin_dsn = _server_stack.enter_context(scratch.scratch_server())
+        os.environ[scratch.SCRATCH_ENV] = _admin_dsn  # helpers that find their own server use this one
+    return _admin_dsn
+
+
+def pytest_sessionfinish() -> None:
+    _server_stack.close()  # stops and deletes a server this session started (none otherwise)
 
 
 @pytest.fixture(scope="session")
@@ -45,49 +61,30 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_process(proc)
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _db_url(name: str) -> str:
-    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    """libpq URL of the session's Postgres server, as a superuser (for CREATE DATABASE)."""
+    return admin_dsn()
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def database_url(postgres_admin: str) -> Iterator[str]:
     """URL of a freshly created and migrated database, dropped after the session."""
-    name = f"ridehail_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = _db_url(name)
-    try:
-        migrate.upgrade(url)
+    with scratch.scratch_database(postgres_admin, "ridehail_test") as url:
         yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
-def fresh_database_url() -> Iterator[str]:
+def fresh_database_url(postgres_admin: str) -> Iterator[str]:
     """Like ``database_url`` but one per test, for tests that need an empty schema."""
-    name = f"ridehail_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = _db_url(name)
-    try:
-        migrate.upgrade(url)
+    with scratch.scratch_database(postgres_admin, "ridehail_test") as url:
         yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A raw asyncpg connection to the session database, for assertions."""
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
     try:
         yield conn
     finally:

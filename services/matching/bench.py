@@ -454,7 +454,7 @@ def bench_greedy_vs_batched(windows: int = 20, riders: int = 40, drivers: int = 
 
 def run_bench(
     json_path: Path | None,
-    admin_url: str,
+    admin_url: str | None,
     ingest_drivers: int = 10_000,
     ingest_rate: float = 60_000,
     ingest_seconds: float = 10.0,

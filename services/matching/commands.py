@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from ridehail.common.postgres import LOCAL_ADMIN_DSN
-
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     del app
@@ -16,10 +14,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("matching")
     def bench_matching(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str = typer.Option(
-            LOCAL_ADMIN_DSN,
+        admin_url: str | None = typer.Option(
+            None,
             "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards).",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
         ),
         ingest_drivers: int = typer.Option(10_000, help="Drivers in the ingest phase."),
         ingest_rate: float = typer.Option(60_000, help="Offered pings per second in the ingest phase."),
@@ -55,10 +54,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("offers")
     def bench_offers(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str = typer.Option(
-            LOCAL_ADMIN_DSN,
+        admin_url: str | None = typer.Option(
+            None,
             "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards).",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
         ),
         drivers: int = typer.Option(300, help="Simulated drivers (answering offers)."),
         requests: int = typer.Option(150, help="Ride requests."),

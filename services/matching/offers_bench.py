@@ -14,12 +14,12 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from ridehail.matching.testing import DEFAULT_ADMIN_URL, asyncpg_dsn, free_port, private_broker, temporary_database
+from ridehail.matching.testing import asyncpg_dsn, free_port, private_broker, temporary_database
 
 
 def run_offers_bench(
     json_path: Path | None,
-    admin_url: str = DEFAULT_ADMIN_URL,
+    admin_url: str | None = None,
     *,
     drivers: int = 300,
     requests: int = 150,

@@ -6,76 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 from confluent_kafka import Consumer
 
 from ridehail.common.events import ALL_EVENT_TYPES, Event, EventDecoder, EventError
-from ridehail.common.postgres import LOCAL_ADMIN_DSN, to_asyncpg_dsn
-
-DEFAULT_ADMIN_URL = LOCAL_ADMIN_DSN
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_broker() -> Iterator[str]:
-    """A fresh embedded broker (memory storage) with every ridehail topic; yields its bootstrap."""
-    from ridehail.common.broker import start_broker, stop_process
-    from ridehail.common.topics import ensure_topics
-
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="ridehail-broker-")) / "tansu.log"
-    proc = start_broker(port=port, log_file=log)
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        ensure_topics(bootstrap)
-        yield bootstrap
-    finally:
-        stop_process(proc)
-
-
-def _db_url(admin_url: str, name: str) -> str:
-    base = admin_url.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
-
-
-@contextlib.contextmanager
-def temporary_database(admin_url: str = DEFAULT_ADMIN_URL) -> Iterator[str]:
-    """Create and migrate a database, yield its SQLAlchemy URL, drop it afterwards (sync: no loop)."""
-    from ridehail.common import migrate
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    name = f"ridehail_tmp_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = _db_url(admin_url, name)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.harness.scratch import free_port, private_broker, temporary_database  # noqa: F401 (re-exported)
 
 asyncpg_dsn = to_asyncpg_dsn  # one conversion for the whole project (ridehail.common.postgres)
 

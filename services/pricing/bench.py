@@ -292,7 +292,7 @@ def _route_error(samples: int = 300) -> dict[str, Any]:
 
 def run_bench(
     json_path: Path | None,
-    admin_url: str,
+    admin_url: str | None,
     *,
     drivers: int = 10_000,
     pings_per_driver: int = 20,

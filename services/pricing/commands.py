@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from ridehail.common.postgres import LOCAL_ADMIN_DSN
-
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     del app
@@ -16,10 +14,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("pricing")
     def bench_pricing(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str = typer.Option(
-            LOCAL_ADMIN_DSN,
+        admin_url: str | None = typer.Option(
+            None,
             "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards).",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
         ),
         drivers: int = typer.Option(10_000, help="Drivers sending pings in the consume phase."),
         pings_per_driver: int = typer.Option(20, help="Pings per driver in the consume phase."),

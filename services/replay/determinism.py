@@ -6,8 +6,8 @@ topics is recorded. Run B: another fresh broker and database, another matching, 
 ``ridehail replay`` as the source. When matching B has applied the replay, the state hash of B
 must equal that of A (see :mod:`ridehail.replay.statehash` for what the hash covers).
 
-Everything runs as real processes on free ports; databases are created on the admin server
-(``RIDEHAIL_TEST_ADMIN_URL``, default the local Postgres) and dropped afterwards.
+Everything runs as real processes on free ports; databases are created on the scratch server
+(:func:`ridehail.harness.scratch.scratch_server`) and dropped afterwards.
 """
 
 from __future__ import annotations
@@ -16,72 +16,20 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from ridehail.common import migrate
-from ridehail.common.broker import start_broker, stop_process
-from ridehail.common.postgres import LOCAL_ADMIN_DSN
-from ridehail.common.topics import TOPICS, ensure_topics
+from ridehail.common.topics import TOPICS
+from ridehail.harness.scratch import free_port, private_broker, scratch_database, scratch_server
 from ridehail.replay.recorder import Recorder
 from ridehail.replay.replayer import Replayer, ReplayOptions
 from ridehail.replay.statehash import StateHash, state_hash
-
-DEFAULT_ADMIN_URL = LOCAL_ADMIN_DSN
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def admin_url() -> str:
-    return os.environ.get("RIDEHAIL_TEST_ADMIN_URL", DEFAULT_ADMIN_URL)
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(admin_url(), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def scratch_database(prefix: str = "ridehail_replay") -> Iterator[str]:
-    """A new, migrated database (SQLAlchemy URL), dropped on exit."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = admin_url().rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@contextlib.contextmanager
-def scratch_broker() -> Iterator[str]:
-    port = _free_port()
-    proc = start_broker(port=port)
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        ensure_topics(bootstrap)
-        yield bootstrap
-    finally:
-        stop_process(proc)
 
 
 def _env(bootstrap: str, database_url: str, workdir: Path) -> dict[str, str]:
@@ -90,8 +38,8 @@ def _env(bootstrap: str, database_url: str, workdir: Path) -> dict[str, str]:
         {
             "RIDEHAIL_KAFKA_BOOTSTRAP": bootstrap,
             "RIDEHAIL_DATABASE_URL": database_url,
-            "RIDEHAIL_MATCHING_PORT": str(_free_port()),
-            "RIDEHAIL_SIMULATOR_PORT": str(_free_port()),
+            "RIDEHAIL_MATCHING_PORT": str(free_port()),
+            "RIDEHAIL_SIMULATOR_PORT": str(free_port()),
             "RIDEHAIL_STATE_DIR": str(workdir / "state"),
             "RIDEHAIL_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
@@ -204,7 +152,8 @@ def run_determinism_check(
         topics = [t.name for t in TOPICS]
 
         # -- run A: simulator + matching, recorded -------------------------------------------------------
-        with scratch_broker() as broker_a, scratch_database() as db_a:
+        admin = stack.enter_context(scratch_server())
+        with private_broker() as broker_a, scratch_database(admin, "ridehail_replay") as db_a:
             env_a = _env(broker_a, db_a, work)
             with running_matching(env_a, work / "matching-a.log"):
                 stop_recording = threading.Event()
@@ -249,7 +198,7 @@ def run_determinism_check(
                 raise RuntimeError("the recorder did not finish")
 
         # -- run B: replay only ----------------------------------------------------------------------
-        with scratch_broker() as broker_b, scratch_database() as db_b:
+        with private_broker() as broker_b, scratch_database(admin, "ridehail_replay") as db_b:
             env_b = _env(broker_b, db_b, work)
             with running_matching(env_b, work / "matching-b.log"):
                 echo(f"run B: replay {record_result.records:,} records at speed {speed or 'max'}")

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from rich.console import Console
@@ -22,6 +21,7 @@ from rich.table import Table
 
 from ridehail.common.broker import broker_command, wait_for_port
 from ridehail.common.health import port_is_free
+from ridehail.common.local_postgres import LocalPostgres
 from ridehail.common.settings import CommonSettings
 from ridehail.stack.children import Child, python_argv, stop_all
 
@@ -89,7 +89,7 @@ class Stack:
         self.broker: Child | None = None
         self.database_url = ""
         self.bootstrap = settings.bootstrap
-        self._pg_handle: Any = None
+        self._pg_handle: LocalPostgres | None = None
         self._stop = threading.Event()
         self.login_code: str | None = None
 
@@ -269,7 +269,7 @@ class Stack:
             stop_all([self.broker], 2.0, self.say)
         if self._pg_handle is not None:
             try:
-                self._pg_handle.cleanup()
+                self._pg_handle.stop()
             except Exception as exc:
                 self.say(f"[yellow]embedded Postgres did not stop cleanly: {exc}[/yellow]")
             self._pg_handle = None

@@ -4,6 +4,8 @@ requests a ride with two clicks and sees it assigned within 10 s. Screenshots go
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,17 @@ from tests.fixtures.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
+MAC_CHROME = "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"
+
+
+def chromium_path() -> Path | None:
+    """The browser the tests drive: CHROMIUM_PATH, Debian's /usr/bin/chromium, one on PATH, or macOS Chrome."""
+    candidates = [os.environ.get("CHROMIUM_PATH", ""), "/usr/bin/chromium"]
+    candidates += [shutil.which(n) or "" for n in ("chromium", "chromium-browser", "google-chrome")]
+    candidates.append(MAC_CHROME)
+    return next((Path(c) for c in candidates if c and Path(c).exists()), None)
+
+
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -34,12 +46,13 @@ class Browser:
 def browser_page() -> Iterator[tuple[Browser, object]]:
     from playwright import sync_api
 
-    if not CHROMIUM.exists():
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.fail("no Chromium found: apt-get install -y chromium (or set CHROMIUM_PATH to a Chromium/Chrome binary)")
     record = Browser()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         context = browser.new_context(viewport={"width": 1200, "height": 800})

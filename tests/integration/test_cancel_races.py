@@ -98,20 +98,28 @@ async def test_rider_cancel_racing_driver_accept_ends_with_exactly_one_outcome(
     try:
         rides = await offered_rides(matching, producer, db, RACES)
 
-        async def accept(ride_id: str, driver_id: str, offer_id: str) -> None:
+        async def accept(ride_id: str, driver_id: str, offer_id: str, delay_s: float) -> None:
+            await asyncio.sleep(delay_s)
             event = RideOfferAnswered(ride_id=ride_id, driver_id=driver_id, offer_id=offer_id, accepted=True)
             producer.produce(RIDE_EVENT.name, encode(event), ride_id)
             await asyncio.to_thread(producer.flush)
 
-        async def cancel(ride_id: str) -> str:
+        async def cancel(ride_id: str, delay_s: float) -> str:
+            await asyncio.sleep(delay_s)
             result, _ = await cancel_as(factory, ride_id, principal(f"rider-{ride_id}"))
             return result.status
 
-        # Every ride: the driver's accept and the rider's cancel at the same moment.
+        # Every ride: the driver's accept and the rider's cancel, launched together with one of them
+        # held back by an offset from 1 s (the accept waits) to 1.5 s (the cancel waits): across the
+        # rides both orders happen, and the close calls in between race for real.
         jobs = []
-        for ride_id, (driver_id, offer_id) in rides.items():
+        for i, (ride_id, (driver_id, offer_id)) in enumerate(rides.items()):
             assert offer_id is not None
-            jobs += [accept(ride_id, driver_id, offer_id), cancel(ride_id)]
+            offset = -1.0 + 2.5 * i / max(RACES - 1, 1)
+            jobs += [
+                accept(ride_id, driver_id, offer_id, max(-offset, 0.0)),
+                cancel(ride_id, max(offset, 0.0)),
+            ]
         outcomes = await asyncio.gather(*jobs)
         assert [o for o in outcomes if o is not None] == ["cancelled"] * RACES
 
@@ -121,6 +129,7 @@ async def test_rider_cancel_racing_driver_accept_ends_with_exactly_one_outcome(
 
         assert await wait_until(answers_applied, 60)
         await asyncio.sleep(0.5)  # the last batch's releases commit with its answers
+        winners = {"accept": 0, "cancel": 0}
         for ride_id, (driver_id, _) in rides.items():
             ride = await db.fetchrow("SELECT status, cancelled_by FROM rides WHERE ride_id = $1", ride_id)
             assert (ride["status"], ride["cancelled_by"]) == ("cancelled", "rider")
@@ -132,10 +141,16 @@ async def test_rider_cancel_racing_driver_accept_ends_with_exactly_one_outcome(
             # Either the accept won (assigned, then cancelled) or the cancel did (the accept is ignored).
             if "ride.assigned" in types:
                 assert types.index("ride.assigned") < types.index("ride.cancelled")
+                assert types.count("ride.assigned") == 1
+                winners["accept"] += 1
             else:
                 assert types.index("ride.cancelled") < types.index("ride.offer_answered")
+                winners["cancel"] += 1
             driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = $1", driver_id)
             assert (driver["status"], driver["current_ride_id"]) == ("available", None), driver_id
+        # Both outcomes really happened over the runs, each ride ending one way.
+        assert winners["accept"] > 0 and winners["cancel"] > 0, winners
+        assert winners["accept"] + winners["cancel"] == RACES
         # Every driver is assignable again.
         assert await wait_until(lambda: all(d in matching.engine.index for d, _ in rides.values()), 30)
     finally:

@@ -21,10 +21,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def table(pg: asyncpg.Connection) -> AsyncIterator[str]:
+    """``n``: how often the event's effect was applied (must end at 1); ``deliveries``: how often
+    the handler saw it (a replay after a crash makes it 2 or more)."""
     name = f"applied_{uuid.uuid4().hex[:8]}"
-    await pg.execute(f"CREATE TABLE {name} (event_id text PRIMARY KEY, driver_id text, seq bigint, n int)")
+    await pg.execute(
+        f"CREATE TABLE {name} (event_id text PRIMARY KEY, driver_id text, seq bigint, n int NOT NULL DEFAULT 0, "
+        "deliveries int NOT NULL DEFAULT 0)"
+    )
+    await pg.execute(f"CREATE TABLE {name}_processed (event_id text PRIMARY KEY)")
     yield name
-    await pg.execute(f"DROP TABLE {name}")
+    await pg.execute(f"DROP TABLE {name}, {name}_processed")
 
 
 @pytest.fixture
@@ -35,7 +41,10 @@ def topic(broker: str) -> TopicSpec:
 
 
 class Applier:
-    """A handler that applies each event once per transaction and counts how often it saw it."""
+    """A handler written the way ridehail's consumers are: in one transaction per batch it records
+    each event id in a processed-ids table and applies the effect (``n = n + 1``) only when the id
+    is new, so a redelivered event changes nothing. ``deliveries`` counts every delivery, outside
+    that guard, so the test can see that redeliveries happened and that ``n`` stayed 1 anyway."""
 
     def __init__(self, dsn: str, table: str, crash_after_commit: int | None = None) -> None:
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
@@ -59,13 +68,18 @@ class Applier:
                         rejected.append(Rejected(item.message, "driver 'poison' is refused by the handler"))
                         continue
                     await conn.execute(
-                        f"INSERT INTO {self.table} VALUES ($1, $2, $3, 1) "
-                        "ON CONFLICT (event_id) DO UPDATE SET n = "
-                        f"{self.table}.n + 0",  # idempotent: a replay changes nothing
+                        f"INSERT INTO {self.table} (event_id, driver_id, seq, deliveries) VALUES ($1, $2, $3, 1) "
+                        f"ON CONFLICT (event_id) DO UPDATE SET deliveries = {self.table}.deliveries + 1",
                         ev.event_id,
                         ev.driver_id,
                         ev.seq,
                     )
+                    first_time = await conn.fetchval(
+                        f"INSERT INTO {self.table}_processed VALUES ($1) ON CONFLICT DO NOTHING RETURNING true",
+                        ev.event_id,
+                    )
+                    if first_time:  # the effect: applied once per event id, whatever the deliveries
+                        await conn.execute(f"UPDATE {self.table} SET n = n + 1 WHERE event_id = $1", ev.event_id)
         finally:
             await conn.close()
         self.seen += len(batch)
@@ -160,9 +174,15 @@ async def test_commit_after_write_dlq_and_resume_after_crash(
 
     await _run_until(_consumer(broker, topic, group, second, dlq), all_applied)
     assert first.seen + second.seen > 300, "the crash window was not exercised"
-    # ...but every event is applied exactly once.
+    redelivered = await pg.fetchval(f"SELECT count(*) FROM {table} WHERE deliveries > 1")
+    assert redelivered > 0, "no event was delivered twice: the crash window was not exercised"
+    # Offsets of the batches committed before the crash were stored: only the last batch came again.
+    assert redelivered < applied_before, "everything was redelivered: offsets were never stored"
+    assert await pg.fetchval(f"SELECT max(deliveries) FROM {table}") == 2
+    # ...but every event's effect is applied exactly once.
     assert await pg.fetchval(f"SELECT count(*) FROM {table} WHERE n <> 1") == 0
-    assert await pg.fetchval(f"SELECT count(DISTINCT event_id) FROM {table}") == 300
+    assert await pg.fetchval(f"SELECT sum(n) FROM {table}") == 300
+    assert await pg.fetchval(f"SELECT count(*) FROM {table}_processed") == 300
 
     dead = _dlq_records(broker, topic.dlq, 3)
     reasons = sorted(dict(m.headers())["error.reason"].decode() for m in dead)

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from ridehail.matching.testing import LocalSigner, asyncpg_dsn, rides_app
+from ridehail.matching.testing import asyncpg_dsn, rides_app
+from tests.fixtures.auth import RealTokens
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +27,9 @@ async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def api(fresh_database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, LocalSigner]]:
-    signer = LocalSigner()
+async def api(fresh_database_url: str, real_tokens: RealTokens) -> AsyncIterator[tuple[httpx.AsyncClient, RealTokens]]:
+    """The rides API verifying tokens of the real auth service (its JWKS), with a token source."""
+    signer = real_tokens
     async with (
         rides_app(fresh_database_url, signer) as app,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
@@ -35,7 +37,7 @@ async def api(fresh_database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient,
         yield client, signer
 
 
-def auth(signer: LocalSigner, sub: str, role: str = "rider") -> dict[str, str]:
+def auth(signer: RealTokens, sub: str, role: str = "rider") -> dict[str, str]:
     return {"Authorization": f"Bearer {signer.token(sub, role)}"}
 
 
@@ -63,7 +65,7 @@ async def all_pages(client: httpx.AsyncClient, headers: dict[str, str], **params
 
 
 async def test_history_pages_newest_first_and_riders_see_only_their_own(
-    api: tuple[httpx.AsyncClient, LocalSigner], db: asyncpg.Connection
+    api: tuple[httpx.AsyncClient, RealTokens], db: asyncpg.Connection
 ) -> None:
     client, signer = api
     alice, bob = auth(signer, "alice"), auth(signer, "bob")
@@ -79,7 +81,7 @@ async def test_history_pages_newest_first_and_riders_see_only_their_own(
     assert listed == list(reversed(mine))  # newest first, each ride exactly once
     oldest = pages[-1][0]
     assert (oldest["status"], oldest["fare"]) == ("completed", "123.45")
-    assert {r["rider_id"] for p in pages for r in p} == {"alice"}
+    assert {r["rider_id"] for p in pages for r in p} == {signer.user_id("alice")}
 
     assert [r["ride_id"] for p in await all_pages(client, bob) for r in p] == list(reversed(theirs))
     r = await client.get("/api/rides", params={"mine": "false"}, headers=alice)
@@ -91,7 +93,7 @@ async def test_history_pages_newest_first_and_riders_see_only_their_own(
     assert (await client.get("/api/rides", headers=admin)).json()["rides"] == []  # the admin's own: none
 
 
-async def test_history_bad_input_gets_4xx_with_a_reason(api: tuple[httpx.AsyncClient, LocalSigner]) -> None:
+async def test_history_bad_input_gets_4xx_with_a_reason(api: tuple[httpx.AsyncClient, RealTokens]) -> None:
     client, signer = api
     alice = auth(signer, "alice")
     for params, status in (
@@ -109,7 +111,7 @@ async def test_history_bad_input_gets_4xx_with_a_reason(api: tuple[httpx.AsyncCl
 
 
 async def test_cancel_rules_someone_elses_completed_and_fee_after_grace(
-    api: tuple[httpx.AsyncClient, LocalSigner], db: asyncpg.Connection
+    api: tuple[httpx.AsyncClient, RealTokens], db: asyncpg.Connection
 ) -> None:
     client, signer = api
     alice, bob = auth(signer, "alice"), auth(signer, "bob")

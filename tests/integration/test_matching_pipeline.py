@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from ridehail.common.db import make_engine, make_sessionmaker
 from ridehail.common.events import (
@@ -70,6 +71,16 @@ async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+def committed_offset(bootstrap: str, group_id: str, tp: TopicPartition) -> int:
+    """The group's committed offset on one partition (-1001 when nothing is committed yet)."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        [result] = reader.committed([TopicPartition(tp.topic, tp.partition)], timeout=10)
+        return int(result.offset)
+    finally:
+        reader.close()
+
+
 def ping(driver: str, seq: int, lat: float = 57.7001, lon: float = 11.9701, status: str = "available") -> bytes:
     return encode(DriverLocation(driver_id=driver, seq=seq, lat=lat, lon=lon, status=status))
 
@@ -83,12 +94,27 @@ async def test_pings_become_driver_rows_and_stale_seq_is_ignored(
     producer.flush()
     assert await wait_until(lambda: db.fetchval("SELECT last_seq = 5 FROM drivers WHERE driver_id = 'pipe-d1'"), 30)
     # An older ping arriving later (another batch) must not move the driver back.
-    producer.produce(DRIVER_LOCATION.name, ping("pipe-d1", 3, lat=57.6999), "pipe-d1")
-    producer.produce(DRIVER_LOCATION.name, ping("pipe-d2", 1), "pipe-d2")  # marker behind it, same partition or not
+    delivered: list[Message] = []
+    producer.produce(
+        DRIVER_LOCATION.name,
+        ping("pipe-d1", 3, lat=57.6999),
+        "pipe-d1",
+        on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
+    )
     producer.flush()
     producer.close()
-    assert await wait_until(lambda: db.fetchval("SELECT count(*) = 1 FROM drivers WHERE driver_id = 'pipe-d2'"), 30)
-    await asyncio.sleep(0.5)
+    assert len(delivered) == 1
+    stale = TopicPartition(delivered[0].topic(), delivered[0].partition(), delivered[0].offset())
+
+    # Matching stores a partition's offset only after the batch holding it is committed to
+    # Postgres: once its committed offset is past the stale ping, that ping has been applied.
+    async def stale_ping_consumed() -> bool:
+        committed = await asyncio.to_thread(
+            committed_offset, own_broker, f"{matching.settings.matching_group_id}-locations", stale
+        )
+        return committed > stale.offset
+
+    assert await wait_until(stale_ping_consumed, 30), "matching never consumed the stale ping"
     row = await db.fetchrow("SELECT last_seq, lat, status FROM drivers WHERE driver_id = 'pipe-d1'")
     assert row["last_seq"] == 5
     assert row["lat"] == pytest.approx(57.705)

@@ -12,7 +12,8 @@ import pytest
 
 from ridehail.common.events import RideCancelled, RideRequested
 from ridehail.common.topics import RIDE_EVENT, RIDE_REQUEST
-from ridehail.matching.testing import LocalSigner, asyncpg_dsn, rides_app
+from ridehail.matching.testing import asyncpg_dsn, rides_app
+from tests.fixtures.auth import RealTokens
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +21,13 @@ BODY = {"pickup": {"lat": 57.70, "lon": 11.97}, "dropoff": {"lat": 57.71, "lon":
 
 
 @pytest.fixture
-def signer() -> LocalSigner:
-    return LocalSigner()
+def signer(real_tokens: RealTokens) -> RealTokens:
+    """Tokens issued by the real auth service, verified against its JWKS."""
+    return real_tokens
 
 
 @pytest.fixture
-async def client(fresh_database_url: str, signer: LocalSigner) -> AsyncIterator[httpx.AsyncClient]:
+async def client(fresh_database_url: str, signer: RealTokens) -> AsyncIterator[httpx.AsyncClient]:
     async with rides_app(fresh_database_url, signer) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -39,12 +41,12 @@ async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-def auth(signer: LocalSigner, sub: str = "rider-a", role: str = "rider") -> dict[str, str]:
+def auth(signer: RealTokens, sub: str = "rider-a", role: str = "rider") -> dict[str, str]:
     return {"Authorization": f"Bearer {signer.token(sub, role)}"}
 
 
 async def test_request_answers_202_with_location_and_writes_ride_history_and_outbox_atomically(
-    client: httpx.AsyncClient, signer: LocalSigner, db: asyncpg.Connection
+    client: httpx.AsyncClient, signer: RealTokens, db: asyncpg.Connection
 ) -> None:
     r = await client.post("/api/rides", json=BODY, headers=auth(signer))
     assert r.status_code == 202, r.text
@@ -52,23 +54,27 @@ async def test_request_answers_202_with_location_and_writes_ride_history_and_out
     assert body["status"] == "requested"
     assert r.headers["location"] == f"/api/rides/{body['ride_id']}"
     ride = await db.fetchrow("SELECT rider_id, status, pickup_lat FROM rides WHERE ride_id = $1", body["ride_id"])
-    assert (ride["rider_id"], ride["status"], ride["pickup_lat"]) == ("rider-a", "requested", 57.70)
+    assert (ride["rider_id"], ride["status"], ride["pickup_lat"]) == (signer.user_id("rider-a"), "requested", 57.70)
     outbox = await db.fetch("SELECT topic, key, payload, published_at FROM outbox")
     assert len(outbox) == 1 and outbox[0]["topic"] == RIDE_REQUEST.name and outbox[0]["key"] == body["ride_id"]
     event = msgspec.json.decode(outbox[0]["payload"], type=RideRequested)
-    assert event.ride_id == body["ride_id"] and event.rider_id == "rider-a" and outbox[0]["published_at"] is None
+    assert (
+        event.ride_id == body["ride_id"]
+        and event.rider_id == signer.user_id("rider-a")
+        and outbox[0]["published_at"] is None
+    )
     history = await db.fetch("SELECT type, event_id FROM ride_events WHERE ride_id = $1", body["ride_id"])
     assert [(h["type"], h["event_id"]) for h in history] == [("ride.requested", event.event_id)]
 
 
 async def test_get_returns_state_and_history_to_its_rider_and_admins_only(
-    client: httpx.AsyncClient, signer: LocalSigner
+    client: httpx.AsyncClient, signer: RealTokens
 ) -> None:
     ride_id = (await client.post("/api/rides", json=BODY, headers=auth(signer))).json()["ride_id"]
     own = await client.get(f"/api/rides/{ride_id}", headers=auth(signer))
     assert own.status_code == 200
     view = own.json()
-    assert view["status"] == "requested" and view["rider_id"] == "rider-a"
+    assert view["status"] == "requested" and view["rider_id"] == signer.user_id("rider-a")
     assert view["pickup"] == BODY["pickup"] and view["dropoff"] == BODY["dropoff"]
     assert [h["type"] for h in view["history"]] == ["ride.requested"]
     other = await client.get(f"/api/rides/{ride_id}", headers=auth(signer, "rider-b"))
@@ -79,7 +85,7 @@ async def test_get_returns_state_and_history_to_its_rider_and_admins_only(
 
 
 async def test_cancel_before_pickup_then_409_after_pickup(
-    client: httpx.AsyncClient, signer: LocalSigner, db: asyncpg.Connection
+    client: httpx.AsyncClient, signer: RealTokens, db: asyncpg.Connection
 ) -> None:
     ride_id = (await client.post("/api/rides", json=BODY, headers=auth(signer))).json()["ride_id"]
     await db.execute(
@@ -119,7 +125,7 @@ async def test_cancel_before_pickup_then_409_after_pickup(
     ],
 )
 async def test_bad_requests_get_422_with_a_reason(
-    client: httpx.AsyncClient, signer: LocalSigner, db: asyncpg.Connection, body: dict, reason: str
+    client: httpx.AsyncClient, signer: RealTokens, db: asyncpg.Connection, body: dict, reason: str
 ) -> None:
     r = await client.post("/api/rides", json=body, headers=auth(signer))
     assert r.status_code == 422
@@ -127,7 +133,7 @@ async def test_bad_requests_get_422_with_a_reason(
     assert await db.fetchval("SELECT count(*) FROM rides") == 0
 
 
-async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncClient, signer: LocalSigner) -> None:
+async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncClient, signer: RealTokens) -> None:
     r = await client.post("/api/rides", content=b"{nope", headers={**auth(signer), "Content-Type": "application/json"})
     assert r.status_code == 422 and "JSON" in r.text
     assert (await client.post("/api/rides", json=BODY)).status_code == 401
@@ -137,7 +143,7 @@ async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncCl
     assert r.status_code == 403 and "role" in r.json()["detail"]
 
 
-async def test_database_down_gives_503_with_a_reason_never_a_500(signer: LocalSigner) -> None:
+async def test_database_down_gives_503_with_a_reason_never_a_500(signer: RealTokens) -> None:
     from ridehail.matching.testing import free_port
 
     unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"

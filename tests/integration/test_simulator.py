@@ -97,7 +97,7 @@ async def read_until(
         seen.extend(m for m in batch if m.error() is None)
         if done(seen):
             return seen
-    return seen
+    raise AssertionError(f"the awaited messages did not arrive within {timeout_s:.0f}s ({len(seen)} others did)")
 
 
 async def wait_ready(sim: RunningSimulator, timeout_s: float = 30.0) -> None:
@@ -224,7 +224,10 @@ async def test_bad_assignments_are_dead_lettered_and_the_fleet_keeps_going(
             ),
             timeout_s=90,
         )
-        assert any(m.key() == good.ride_id.encode() for m in done)
+        completed = [
+            m for m in done if m.key() == good.ride_id.encode() and isinstance(decoder.decode(m.value()), RideCompleted)
+        ]
+        assert len(completed) == 1, "the good assignment was not carried out to its completion exactly once"
         assert simulator.runner.stats.pings > 0
     finally:
         for c in (dlq_reader, event_reader):

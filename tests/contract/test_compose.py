@@ -15,9 +15,10 @@ import yaml
 from typer.testing import CliRunner
 
 from ridehail.cli import app
-from ridehail.common.settings import REPO_ROOT, known_setting_names
+from ridehail.common.settings import known_setting_names
+from ridehail.paths import project_root
 
-COMPOSE = REPO_ROOT / "docker-compose.yml"
+COMPOSE = project_root() / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,9 @@ def test_docker_compose_config_validates() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose (Debian package) not installed; scripts/bootstrap.sh --test installs it")
-    result = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=project_root()
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -98,7 +101,7 @@ def test_app_environment_uses_only_known_settings(compose: dict[str, Any]) -> No
 
 
 def test_dockerfile_installs_the_package_and_runs_ridehail() -> None:
-    text = (REPO_ROOT / "infra" / "Dockerfile").read_text()
+    text = (project_root() / "infra" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["ridehail"]' in text
     assert "pip install ." in text
-    assert Path(REPO_ROOT / "frontend").exists()
+    assert Path(project_root() / "frontend").exists()

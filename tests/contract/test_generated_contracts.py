@@ -8,9 +8,9 @@ import json
 import jsonschema
 import msgspec
 
-from ridehail.common import events
 from ridehail.common.contracts import ENV_EXAMPLE, EVENTS_DIR, render_env_example, render_event_schemas
 from ridehail.common.settings import known_setting_names
+from ridehail.domain import events
 
 
 def test_event_schemas_are_committed_and_current() -> None:

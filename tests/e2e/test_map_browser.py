@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from ridehail.common.settings import REPO_ROOT
+from ridehail.paths import project_root
 from tests.fixtures.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def chromium_path() -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).exists()), None)
 
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+ARTIFACTS = project_root() / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 

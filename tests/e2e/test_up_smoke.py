@@ -14,7 +14,7 @@ import psutil
 import pytest
 from websockets.asyncio.client import connect
 
-from ridehail.common.geo import SERVICE_AREA
+from ridehail.domain.geo import SERVICE_AREA
 from tests.fixtures.stack import RunningStack, drop_database, start_stack, wait_ready
 
 pytestmark = pytest.mark.e2e

@@ -12,13 +12,15 @@ import pytest
 
 from ridehail.common.auth_tokens import Principal
 from ridehail.common.db import make_engine, make_sessionmaker
-from ridehail.common.events import DriverLocation, LatLon, RideCancelled, RideOfferAnswered, RideRequested, encode
 from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
-from ridehail.gateway.rides import cancel_as
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, RideOfferAnswered, RideRequested, encode
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.gateway.ride_requests import cancel_as
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import asyncpg_dsn, free_port, private_broker, running_matching, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +49,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 

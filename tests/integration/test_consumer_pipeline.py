@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from ridehail.common import events
 from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
-from ridehail.common.topics import TopicSpec, ensure_topics
+from ridehail.common.topics import ensure_topics
+from ridehail.domain import events
+from ridehail.domain.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from ridehail.common.auth_tokens import TokenVerifier
 from ridehail.common.health import make_server
-from ridehail.gateway.app import LEAFLET_DIR, create_app
+from ridehail.gateway.app import create_app, leaflet_dir
 from ridehail.gateway.context import GatewayContext
 from ridehail.gateway.hub import Hub
 from ridehail.gateway.main import make_hub, start_ws_server
@@ -76,7 +76,7 @@ async def test_map_page_uses_only_local_assets(gateway_http: Running) -> None:
         assert f'"wsPort": {gateway_http.ws.rsplit(":", 1)[1].strip("/")}' in html
         for url in loaded:
             assert (await client.get(url)).status_code == 200, url
-        assert LEAFLET_DIR.is_dir()
+        assert leaflet_dir().is_dir()
         roads = await client.get("/static/roads.geojson")
         assert roads.status_code == 200 and roads.json()["type"] == "FeatureCollection"
         metrics = (await client.get("/metrics")).text

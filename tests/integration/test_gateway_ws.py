@@ -20,9 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ridehail.common.auth_tokens import AUDIENCE, ISSUER, TokenVerifier
-from ridehail.common.events import DriverLocation, LatLon, RideAssigned, encode
 from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
+from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, encode
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
 from ridehail.gateway.feed import LiveFeed
 from ridehail.gateway.hub import Hub
 from ridehail.gateway.main import frame_loop, make_hub, start_ws_server

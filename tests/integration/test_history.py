@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from ridehail.matching.testing import asyncpg_dsn, rides_app
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.harness.services import rides_app
 from tests.fixtures.auth import RealTokens
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ BODY = {"pickup": {"lat": 57.7000, "lon": 11.9700}, "dropoff": {"lat": 57.7100, 
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from confluent_kafka import Consumer
 
-from ridehail.common.events import DriverLocation, EventDecoder, encode
 from ridehail.common.health import make_server
 from ridehail.common.settings import load_settings
-from ridehail.common.topics import DRIVER_LOCATION
+from ridehail.domain.events import DriverLocation, EventDecoder, encode
+from ridehail.domain.topics import DRIVER_LOCATION
 from ridehail.ingest.app import create_app
 from ridehail.ingest.settings import IngestSettings
 from ridehail.simulator.main import SimulatorService

@@ -15,20 +15,15 @@ import asyncpg
 import pytest
 
 from ridehail.common.db import make_engine, make_sessionmaker
-from ridehail.common.events import DriverLocation, LatLon, RideAssigned, encode
 from ridehail.common.kafka import EventProducer
 from ridehail.common.outbox import OutboxRelay
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
-from ridehail.gateway.rides import create_ride
-from ridehail.matching.testing import (
-    EventCollector,
-    asyncpg_dsn,
-    free_port,
-    matching_process,
-    matching_stats,
-    private_broker,
-    wait_until,
-)
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, encode
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
+from ridehail.gateway.ride_requests import create_ride
+from ridehail.harness.events import EventCollector
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import matching_process, matching_stats, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +58,7 @@ async def test_kill_9_under_load_then_restart_applies_everything_exactly_once(
     port = free_port()
     log = tmp_path / "matching.log"
     proc = matching_process(own_broker, fresh_database_url, port, log)
-    db = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    db = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     engine = make_engine(fresh_database_url)
     sessions = make_sessionmaker(engine)
     producer = EventProducer(own_broker, "crash-load")

@@ -17,12 +17,15 @@ import asyncpg
 import pytest
 
 from ridehail.common.db import make_engine, make_sessionmaker, transaction
-from ridehail.common.events import LatLon, RideExpired, RideRequested
 from ridehail.common.kafka import EventProducer
 from ridehail.common.outbox import OutboxRelay, add_outbox
-from ridehail.common.topics import RIDE_EVENT
-from ridehail.gateway.rides import create_ride
-from ridehail.matching.testing import EventCollector, asyncpg_dsn, private_broker, wait_until
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import LatLon, RideExpired, RideRequested
+from ridehail.domain.topics import RIDE_EVENT
+from ridehail.gateway.ride_requests import create_ride
+from ridehail.harness.events import EventCollector
+from ridehail.harness.scratch import private_broker
+from ridehail.harness.services import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +38,7 @@ def own_broker() -> Iterator[str]:
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 

@@ -11,7 +11,9 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from ridehail.common.db import make_engine, make_sessionmaker
-from ridehail.common.events import (
+from ridehail.common.kafka import EventProducer
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import (
     DriverLocation,
     LatLon,
     RideArrived,
@@ -23,19 +25,13 @@ from ridehail.common.events import (
     RideRequested,
     encode,
 )
-from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
-from ridehail.gateway.rides import create_ride
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.gateway.ride_requests import create_ride
+from ridehail.harness.events import EventCollector
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import (
-    EventCollector,
-    asyncpg_dsn,
-    free_port,
-    private_broker,
-    running_matching,
-    wait_until,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +62,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 
@@ -280,7 +276,8 @@ async def test_rider_cancel_through_the_api_frees_the_driver_for_matching(
 ) -> None:
     import httpx
 
-    from ridehail.matching.testing import LocalSigner, rides_app
+    from ridehail.harness.services import rides_app
+    from ridehail.harness.tokens import LocalSigner
 
     producer = EventProducer(own_broker, "test-cancel")
     producer.produce(DRIVER_LOCATION.name, ping("cancel-d1", 1, 57.7005, 11.9705), "cancel-d1")

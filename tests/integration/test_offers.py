@@ -12,12 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ridehail.common.events import DriverLocation, LatLon, RideOfferAnswered, RideRequested, encode
 from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import DriverLocation, LatLon, RideOfferAnswered, RideRequested, encode
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import asyncpg_dsn, free_port, private_broker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +68,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 
@@ -261,7 +263,7 @@ async def test_two_instances_offering_never_double_book(
     answered: set[str] = set()
     overlaps: list[Any] = []
 
-    bot_db = await asyncpg.connect(asyncpg_dsn(fresh_database_url))  # its own connection: it runs alongside
+    bot_db = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))  # its own connection: it runs alongside
 
     async def drivers_accept_everything() -> None:
         while True:

@@ -13,7 +13,10 @@ import h3
 import pytest
 
 from ridehail.common.db import make_engine, make_sessionmaker
-from ridehail.common.events import (
+from ridehail.common.kafka import EventProducer
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.common.tariff import current_tariff
+from ridehail.domain.events import (
     DriverLocation,
     LatLon,
     RideArrived,
@@ -25,20 +28,14 @@ from ridehail.common.events import (
     encode,
     now_ms,
 )
-from ridehail.common.fares import compute_fare, current_tariff
-from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import DRIVER_LOCATION, PRICING_SURGE, RIDE_EVENT, RIDE_REQUEST
-from ridehail.gateway.rides import create_ride
+from ridehail.domain.fares import compute_fare
+from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, RIDE_EVENT, RIDE_REQUEST
+from ridehail.gateway.ride_requests import create_ride
+from ridehail.harness.events import EventCollector
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import (
-    EventCollector,
-    asyncpg_dsn,
-    free_port,
-    private_broker,
-    running_matching,
-    wait_until,
-)
 from ridehail.pricing.service import PricingService
 from ridehail.pricing.settings import PricingSettings
 
@@ -57,7 +54,7 @@ def own_broker() -> Iterator[str]:
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 

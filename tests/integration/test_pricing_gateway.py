@@ -13,8 +13,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from ridehail.common.events import SurgeChanged, encode
-from ridehail.common.topics import PRICING_SURGE
+from ridehail.domain.events import SurgeChanged, encode
+from ridehail.domain.topics import PRICING_SURGE
 from tests.integration.test_gateway_ws import LiveGateway, start_gateway
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ import time
 import h3
 import pytest
 
-from ridehail.common.events import SurgeChanged, encode
 from ridehail.common.kafka import EventProducer
-from ridehail.common.settings import REPO_ROOT
-from ridehail.common.topics import PRICING_SURGE
+from ridehail.domain.events import SurgeChanged, encode
+from ridehail.domain.topics import PRICING_SURGE
+from ridehail.paths import project_root
 from tests.e2e import test_map_browser
 from tests.e2e.test_map_browser import Browser
 from tests.fixtures.stack import RunningStack
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 browser_page = test_map_browser.browser_page  # the same headless Chromium fixture
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+ARTIFACTS = project_root() / "test-artifacts"
 
 
 def test_surge_hexagons_on_the_map_and_the_layer_switch(

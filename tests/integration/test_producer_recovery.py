@@ -34,7 +34,7 @@ async def test_producer_delivers_again_after_a_broker_restart() -> None:
     bootstrap = f"127.0.0.1:{port}"
     broker = start_broker(port=port)
     topic = f"test.restart.{uuid.uuid4().hex[:6]}"
-    from ridehail.common.topics import TopicSpec
+    from ridehail.domain.topics import TopicSpec
 
     spec = [TopicSpec(topic, 2, "k", "test")]
     ensure_topics(bootstrap, spec)

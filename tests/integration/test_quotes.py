@@ -6,21 +6,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from types import SimpleNamespace
 
 import asyncpg
 import h3
 import httpx
 import msgspec
 import pytest
-from fastapi import FastAPI
 
 from ridehail.common.db import make_engine, make_sessionmaker
-from ridehail.common.events import RideRequested, SurgeChanged
-from ridehail.common.fares import compute_fare, current_tariff
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.common.tariff import current_tariff
+from ridehail.domain.events import RideRequested, SurgeChanged
+from ridehail.domain.fares import compute_fare
 from ridehail.gateway.hub import Hub
-from ridehail.gateway.quotes import load_surge_snapshot
-from ridehail.matching.testing import LocalSigner, asyncpg_dsn
+from ridehail.gateway.quote_book import load_surge_snapshot
+from ridehail.harness.services import gateway_api
+from ridehail.harness.tokens import LocalSigner
 
 pytestmark = pytest.mark.integration
 
@@ -42,24 +43,16 @@ def hub() -> Hub:
 
 @pytest.fixture
 async def client(fresh_database_url: str, signer: LocalSigner, hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    from ridehail.gateway.quotes import router as quotes_router
-    from ridehail.gateway.rides import router as rides_router
-
-    engine = make_engine(fresh_database_url)
-    app = FastAPI()
-    app.include_router(rides_router)
-    app.include_router(quotes_router)
-    app.state.ctx = SimpleNamespace(
-        session_factory=make_sessionmaker(engine), verifier=signer.verifier(), relay=None, hub=hub
-    )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+    async with (
+        gateway_api(fresh_database_url, signer.verifier(), hub) as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
+    ):
         yield c
-    await engine.dispose()
 
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 

@@ -20,7 +20,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from ridehail.common.kafka import EventProducer
-from ridehail.common.topics import TopicSpec, ensure_topics
+from ridehail.common.topics import ensure_topics
+from ridehail.domain.topics import TopicSpec
 from ridehail.replay.fileformat import RecordingReader, RecordingWriter, TopicInfo, read_trailer
 from ridehail.replay.recorder import Recorder
 from ridehail.replay.replayer import REPLAY_HEADER, Replayer, ReplayError, ReplayOptions, TimeBound

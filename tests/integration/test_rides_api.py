@@ -10,9 +10,10 @@ import httpx
 import msgspec
 import pytest
 
-from ridehail.common.events import RideCancelled, RideRequested
-from ridehail.common.topics import RIDE_EVENT, RIDE_REQUEST
-from ridehail.matching.testing import asyncpg_dsn, rides_app
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.events import RideCancelled, RideRequested
+from ridehail.domain.topics import RIDE_EVENT, RIDE_REQUEST
+from ridehail.harness.services import rides_app
 from tests.fixtures.auth import RealTokens
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,7 @@ async def client(fresh_database_url: str, signer: RealTokens) -> AsyncIterator[h
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     yield conn
     await conn.close()
 
@@ -144,7 +145,7 @@ async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncCl
 
 
 async def test_database_down_gives_503_with_a_reason_never_a_500(signer: RealTokens) -> None:
-    from ridehail.matching.testing import free_port
+    from ridehail.harness.scratch import free_port
 
     unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
     async with rides_app(unreachable, signer) as app:

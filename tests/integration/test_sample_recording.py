@@ -11,9 +11,11 @@ import asyncpg
 import orjson
 import pytest
 
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
+from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.settings import MatchingSettings
-from ridehail.matching.testing import asyncpg_dsn, free_port, private_broker, running_matching, wait_until
 from ridehail.replay.fileformat import RecordingReader
 from ridehail.replay.replayer import Replayer, ReplayOptions
 
@@ -64,7 +66,7 @@ async def test_sample_recording_replays_into_matching(fresh_database_url: str) -
             result = await asyncio.to_thread(Replayer(SAMPLE, bootstrap, ReplayOptions(speed=None)).run)
             assert (result.sent, result.failed) == (53_513, 0)
             assert set(result.per_topic) <= {DRIVER_LOCATION.name, RIDE_REQUEST.name, RIDE_EVENT.name}
-            conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+            conn = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
             try:
 
                 async def settled() -> bool:

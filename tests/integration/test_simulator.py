@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -18,7 +17,8 @@ import pytest
 from confluent_kafka import Consumer, Message
 from fastapi import FastAPI
 
-from ridehail.common.events import (
+from ridehail.common.kafka import EventProducer
+from ridehail.domain.events import (
     DriverLocation,
     EventDecoder,
     LatLon,
@@ -28,9 +28,8 @@ from ridehail.common.events import (
     RidePickedUp,
     encode,
 )
-from ridehail.common.kafka import EventProducer
-from ridehail.common.roads import RoadGraph
-from ridehail.common.topics import DRIVER_LOCATION, RIDE_EVENT
+from ridehail.domain.roads import RoadGraph
+from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
 from ridehail.simulator.fleet import Fleet, FleetConfig
 from ridehail.simulator.legs import remainder_to_next_node
 from ridehail.simulator.riders import RiderSimulator
@@ -243,19 +242,10 @@ async def test_bad_assignments_are_dead_lettered_and_the_fleet_keeps_going(
 async def gateway_rides_api(database_url: str, jwks_url: str) -> AsyncIterator[FastAPI]:
     """The gateway's rides router on the session database, verifying tokens of the real auth."""
     from ridehail.common.auth_tokens import TokenVerifier
-    from ridehail.common.db import make_engine, make_sessionmaker
-    from ridehail.gateway.rides import router
+    from ridehail.harness.services import gateway_api
 
-    engine = make_engine(database_url)
-    app = FastAPI()
-    app.include_router(router)
-    app.state.ctx = SimpleNamespace(
-        session_factory=make_sessionmaker(engine), verifier=TokenVerifier(jwks_url), relay=None
-    )
-    try:
+    async with gateway_api(database_url, TokenVerifier(jwks_url)) as app:
         yield app
-    finally:
-        await engine.dispose()
 
 
 async def test_riders_request_and_cancel_rides_as_authenticated_users(

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ridehail.common.geo import SERVICE_AREA, haversine_m
+from ridehail.domain.geo import SERVICE_AREA, haversine_m
 from ridehail.matching.assignment import (
     DriverCandidate,
     RiderRequest,

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ridehail.common import events
+from ridehail.domain import events
 
 
 def test_round_trip_keeps_every_field() -> None:

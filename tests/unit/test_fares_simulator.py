@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ridehail.common.events import LatLon, RideCompleted
-from ridehail.common.fares import compute_fare, current_tariff
-from ridehail.common.roads import RoadGraph
+from ridehail.common.tariff import current_tariff
+from ridehail.domain.events import LatLon, RideCompleted
+from ridehail.domain.fares import compute_fare
+from ridehail.domain.roads import RoadGraph
 from ridehail.simulator.fleet import Fleet, FleetConfig
 
 

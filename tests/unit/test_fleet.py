@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from ridehail.common.events import DriverLocation, LatLon, RideArrived, RideCompleted, RidePickedUp
-from ridehail.common.roads import RoadGraph, haversine_m
+from ridehail.domain.events import DriverLocation, LatLon, RideArrived, RideCompleted, RidePickedUp
+from ridehail.domain.roads import RoadGraph, haversine_m
 from ridehail.simulator.fleet import AssignmentRejected, Fleet, FleetConfig, Status
 from ridehail.simulator.legs import Cursor, Leg, _arr, _iarr, advance, distance_at, position
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from ridehail.common.events import DriverLocation, encode
+from ridehail.domain.events import DriverLocation, encode
 from ridehail.ingest.app import PingValidationError, parse_ping
 from ridehail.simulator.httpclient import _header_value
 

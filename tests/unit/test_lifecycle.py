@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from ridehail.common.models import RIDE_STATUSES
-from ridehail.matching.lifecycle import (
+from ridehail.domain.lifecycle import (
     CANCELLABLE_STATUSES,
     DRIVER_STATUS_FOR,
     TERMINAL_STATUSES,

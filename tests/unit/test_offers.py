@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ridehail.common.events import LatLon, RideCancelled, RideOfferAnswered
-from ridehail.common.roads import RoadGraph
-from ridehail.matching.cancellation import CANCEL_GRACE_S, CANCELLATION_FEE, cancellation_fee
+from ridehail.domain.cancellation import DEFAULT_POLICY, cancellation_fee
+from ridehail.domain.events import LatLon, RideCancelled, RideOfferAnswered
+from ridehail.domain.roads import RoadGraph
 from ridehail.matching.offers import OfferStats
 from ridehail.simulator.fleet import AssignmentRejected, Fleet, FleetConfig
 
+CANCEL_GRACE_S = DEFAULT_POLICY.grace_s
+CANCELLATION_FEE = DEFAULT_POLICY.fee
 PICKUP = LatLon(57.7000, 11.9700)
 DROPOFF = LatLon(57.7100, 11.9900)
 

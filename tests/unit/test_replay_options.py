@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ridehail.common.events import DriverLocation, EventDecoder, encode
+from ridehail.domain.events import DriverLocation, EventDecoder, encode
 from ridehail.replay.recorder import parse_duration
 from ridehail.replay.replayer import (
     TimeBound,

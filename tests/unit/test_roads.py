@@ -17,8 +17,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ridehail.common.geo import SERVICE_AREA
-from ridehail.common.roads import DEFAULT_GRAPH_PATH, RoadGraph, RoutingError, haversine_m
+from ridehail.domain.geo import SERVICE_AREA
+from ridehail.domain.roads import RoadGraph, RoutingError, default_graph_path, haversine_m
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
@@ -41,7 +41,7 @@ def graph() -> RoadGraph:
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, np.ndarray]:
-    with np.load(DEFAULT_GRAPH_PATH) as z:
+    with np.load(default_graph_path()) as z:
         return {k: z[k] for k in z.files}
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ridehail.common.geo import SERVICE_AREA
-from ridehail.pricing.surge import SurgeBook, SurgePolicy, quantise, target_multiplier
+from ridehail.domain.geo import SERVICE_AREA
+from ridehail.domain.surge import SurgeBook, SurgePolicy, quantise, target_multiplier
 
 A = SERVICE_AREA
 POLICY = SurgePolicy()

@@ -31,6 +31,7 @@ from ridehail.common.auth_tokens import (
     keys_from_jwks,
     verify_with_keys,
 )
+from ridehail.common.http_errors import install_error_handlers
 
 
 def b64(data: bytes) -> str:
@@ -340,6 +341,7 @@ async def test_require_principal_answers_401_and_403(key_set: KeySet, issuer: To
     verifier = TokenVerifier("http://127.0.0.1:9/unused")
     verifier.load_jwks(key_set.jwks)
     app = FastAPI()
+    install_error_handlers(app)  # every ridehail app answers domain errors this one way
     riders = require_principal(lambda: verifier, {"rider", "admin"})
 
     @app.get("/rides")

@@ -1,0 +1,348 @@
+"""The fan-out core: latest state per car, one frame round per interval, every client served from it.
+
+The live feed calls :meth:`Hub.apply_location` / :meth:`Hub.apply_ride_event`; a frame loop calls
+:meth:`Hub.frame_round` every ``frame_interval_ms``. Nothing here waits on a client:
+
+* Each car changed in a round is encoded once; clients with the same viewport share one frame.
+* A client's progress is one number (the round of its last frame): a client that skipped rounds
+  gets, in its next frame, every car in its viewport changed since then, each at its latest
+  state. So a slow client costs no memory per missed ping: its backlog collapses by design.
+* A client whose transport holds more than ``write_limit`` unsent bytes gets no frame; if it stays
+  there for ``slow_grace_s`` it is closed with code 4008.
+
+The frame format is documented in ``docs/gateway.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import h3
+import orjson
+from websockets.asyncio.server import ServerConnection, broadcast
+
+from ridehail.common.logging import get_logger
+from ridehail.domain.events import (
+    DriverLocation,
+    RideAssigned,
+    RideCancelled,
+    RideCompleted,
+    RideExpired,
+    SurgeChanged,
+)
+from ridehail.gateway import metrics
+
+log = get_logger(__name__)
+
+STATUS_CODES = {"available": 0, "to_pickup": 1, "on_trip": 2, "offline": 3}
+CLOSE_TOO_SLOW = 4008
+RIDE_EVENT_QUEUE = 200
+E2E_SAMPLES_PER_ROUND = 64
+
+BBox = tuple[float, float, float, float]  # west, south, east, north
+
+
+@dataclass(slots=True)
+class Car:
+    car_id: str
+    lat: float
+    lon: float
+    status: int
+    ts: int
+    seq: int
+    heading: float
+    ride: str | None
+    seen: float  # monotonic receive time
+    round: int = 0
+    frag: bytes = b""
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            [self.car_id, round(self.lat, 6), round(self.lon, 6), self.status, self.ts, self.ride, int(self.heading)]
+        )
+
+
+@dataclass(eq=False)
+class Client:
+    """One websocket client: who it is, what it looks at, how far it has been served."""
+
+    conn: ServerConnection
+    sub: str | None
+    role: str
+    sees_all_rides: bool
+    bbox: BBox | None = None
+    last_round: int = -1
+    events: deque[bytes] = field(default_factory=lambda: deque(maxlen=RIDE_EVENT_QUEUE))
+    behind_since: float | None = None
+    closing: bool = False
+
+    def may_see(self, rider_id: str | None) -> bool:
+        return self.sees_all_rides or (rider_id is not None and rider_id == self.sub)
+
+    def subscribe(self, bbox: BBox) -> None:
+        self.bbox = bbox
+        self.last_round = -1  # next frame: every car in the new viewport
+
+    def buffered(self) -> int:
+        transport = self.conn.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+
+def in_bbox(car: Car, bbox: BBox) -> bool:
+    return bbox[0] <= car.lon <= bbox[2] and bbox[1] <= car.lat <= bbox[3]
+
+
+def car_frame(round_no: int, now_ms: int, cars: bytes, events: bytes) -> bytes:
+    return b'{"t":"f","k":%d,"ts":%d,"c":[%b],"e":[%b]}' % (round_no, now_ms, cars, events)
+
+
+@dataclass
+class HubCounters:
+    events_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    collapsed: int = 0
+    slow_closed: int = 0
+    round_errors: int = 0
+    newest_ping_ts: int = 0
+    # recent ping-to-write latencies (ms), sampled per round, for benchmarks and the stats endpoint
+    write_latency_ms: deque[int] = field(default_factory=lambda: deque(maxlen=4000))
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        write_limit: int = 1_048_576,
+        slow_grace_s: float = 5.0,
+        car_ttl_s: float = 120.0,
+    ) -> None:
+        self.write_limit = write_limit
+        self.slow_grace_s = slow_grace_s
+        self.car_ttl_s = car_ttl_s
+        self.cars: dict[str, Car] = {}
+        self.clients: set[Client] = set()
+        self.round = 0
+        self.counters = HubCounters()
+        self._changed: dict[str, None] = {}
+        self._ride_of_driver: dict[str, str] = {}
+        self._last_prune = time.monotonic()
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        # surge per H3 cell (from the pricing topic): read by quotes, sent to clients as "surge" frames
+        self.surge: dict[str, float] = {}
+        self.surge_resolution = 8
+        self._surge_pending: dict[str, float] = {}
+        self._surge_boundary: dict[str, list[list[float]]] = {}
+
+    # -- input from the live feed --------------------------------------------------------------------
+    def apply_location(self, ev: DriverLocation) -> None:
+        self.counters.events_in += 1
+        car = self.cars.get(ev.driver_id)
+        status = STATUS_CODES.get(ev.status, 0)
+        if car is None:
+            car = Car(
+                ev.driver_id,
+                ev.lat,
+                ev.lon,
+                status,
+                ev.ts,
+                ev.seq,
+                ev.heading,
+                self._ride_of_driver.get(ev.driver_id),
+                time.monotonic(),
+            )
+            self.cars[ev.driver_id] = car
+        elif ev.seq <= car.seq and ev.ts <= car.ts:
+            return  # duplicate or out of order: the car already shows something newer
+        else:
+            car.lat, car.lon, car.status, car.ts, car.seq, car.heading = (
+                ev.lat,
+                ev.lon,
+                status,
+                ev.ts,
+                ev.seq,
+                ev.heading,
+            )
+            car.seen = time.monotonic()
+        if ev.ts > self.counters.newest_ping_ts:
+            self.counters.newest_ping_ts = ev.ts
+        self._changed[ev.driver_id] = None
+
+    def apply_ride_event(self, ev: object, raw: bytes) -> None:
+        """A ride lifecycle event: remember which car serves which ride, queue it for its viewers."""
+        self.counters.events_in += 1
+        driver_id: str | None = getattr(ev, "driver_id", None)
+        ride_id: str = getattr(ev, "ride_id", "")
+        if driver_id:
+            if isinstance(ev, RideAssigned):
+                self._ride_of_driver[driver_id] = ride_id
+            elif (
+                isinstance(ev, RideCompleted | RideCancelled | RideExpired)
+                and self._ride_of_driver.get(driver_id) == ride_id
+            ):
+                self._ride_of_driver.pop(driver_id, None)
+            car = self.cars.get(driver_id)
+            if car is not None:
+                ride = self._ride_of_driver.get(driver_id)
+                if car.ride != ride:
+                    car.ride = ride
+                    self._changed[driver_id] = None
+        rider_id: str | None = getattr(ev, "rider_id", None)
+        for client in self.clients:
+            if client.may_see(rider_id):
+                if len(client.events) == RIDE_EVENT_QUEUE:
+                    metrics.RIDE_EVENTS_DROPPED.inc()
+                client.events.append(raw)
+
+    def surge_at(self, lat: float, lon: float) -> tuple[str, float]:
+        """(H3 cell, multiplier) at a point, from the surge values the feed delivered (1.0 if none)."""
+        cell = h3.latlng_to_cell(lat, lon, self.surge_resolution)
+        return cell, float(self.surge.get(cell, 1.0))
+
+    def apply_surge(self, ev: SurgeChanged) -> None:
+        """A cell's surge multiplier changed: remember it, send it to every client next round."""
+        self.counters.events_in += 1
+        self.surge[ev.cell] = ev.multiplier
+        self.surge_resolution = ev.resolution
+        self._surge_pending[ev.cell] = ev.multiplier
+
+    def surge_frame(self, cells: dict[str, float], boundaries: bool) -> bytes:
+        """``{"t":"surge","res":R,"c":[[cell, multiplier, [[lat,lon],...] | null], ...]}``: a cell's
+        polygon comes with the first frame a client gets for it (the browser has no H3)."""
+        from ridehail.domain.surge import cell_boundary
+
+        rows = []
+        for cell, multiplier in cells.items():
+            polygon = None
+            if boundaries or cell not in self._surge_boundary:
+                polygon = self._surge_boundary.get(cell)
+                if polygon is None:
+                    polygon = self._surge_boundary[cell] = cell_boundary(cell)
+            rows.append([cell, multiplier, polygon])
+        return orjson.dumps({"t": "surge", "res": self.surge_resolution, "c": rows})
+
+    # -- clients --------------------------------------------------------------------------------------
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+        metrics.CLIENTS.set(len(self.clients))
+        if self.surge:  # every surge cell known so far, with its polygon (after the "hello")
+            asyncio.get_running_loop().call_soon(self._send_surge_snapshot, client)
+
+    def _send_surge_snapshot(self, client: Client) -> None:
+        if client in self.clients and not client.closing:
+            broadcast([client.conn], self.surge_frame(self.surge, boundaries=True), text=True)
+
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
+        metrics.CLIENTS.set(len(self.clients))
+
+    def cars_online(self) -> int:
+        return sum(1 for c in self.cars.values() if c.status != 3)
+
+    # -- frames ---------------------------------------------------------------------------------------
+    def frame_round(self) -> None:
+        """Encode what changed, then give every client that can take it one frame."""
+        started = time.perf_counter()
+        self.round += 1
+        r = self.round
+        now = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
+        changed = [self.cars[i] for i in self._changed if i in self.cars]
+        self._changed.clear()
+        for car in changed:
+            car.round = r
+            car.frag = car.encode()
+        if changed:
+            step = max(1, len(changed) // E2E_SAMPLES_PER_ROUND)
+            for car in changed[::step]:
+                lat_ms = max(0, now_ms - car.ts)
+                metrics.E2E_LATENCY.observe(lat_ms / 1000)
+                self.counters.write_latency_ms.append(lat_ms)
+
+        shared: dict[BBox, bytes] = {}  # viewport -> whole frame, for up-to-date clients with no events
+        groups: dict[bytes, list[ServerConnection]] = {}
+        for client in list(self.clients):  # _behind() may remove a client
+            if client.closing:
+                continue
+            if client.buffered() > self.write_limit:
+                self._behind(client, now)
+                continue
+            client.behind_since = None
+            cars_part: bytes
+            if client.bbox is None:
+                cars_part = b""
+                client.last_round = r
+            elif client.last_round == r - 1 and not client.events:
+                frame = shared.get(client.bbox)
+                if frame is None:
+                    cars_part = b",".join(c.frag for c in changed if in_bbox(c, client.bbox))
+                    frame = car_frame(r, now_ms, cars_part, b"") if cars_part else b""
+                    shared[client.bbox] = frame
+                client.last_round = r
+                if frame:
+                    groups.setdefault(frame, []).append(client.conn)
+                continue
+            elif client.last_round == r - 1:
+                cars_part = b",".join(c.frag for c in changed if in_bbox(c, client.bbox))
+            else:
+                since, bbox = client.last_round, client.bbox
+                cars_part = b",".join(c.frag for c in self.cars.values() if c.round > since and in_bbox(c, bbox))
+            client.last_round = r
+            events_part = b",".join(client.events)
+            client.events.clear()
+            if cars_part or events_part:
+                groups.setdefault(car_frame(r, now_ms, cars_part, events_part), []).append(client.conn)
+
+        for frame, conns in groups.items():
+            broadcast(conns, frame, text=True)
+            n = len(conns)
+            self.counters.frames_out += n
+            self.counters.bytes_out += n * len(frame)
+            metrics.FRAMES_SENT.inc(n)
+            metrics.FRAME_BYTES.inc(n * len(frame))
+        if self._surge_pending:
+            self.send_all(self.surge_frame(self._surge_pending, boundaries=False))
+            self._surge_pending = {}
+        if now - self._last_prune > 5.0:
+            self._prune(now)
+        metrics.FRAME_ROUND_SECONDS.observe(time.perf_counter() - started)
+
+    def send_all(self, message: bytes, clients: Iterable[Client] | None = None) -> None:
+        """Send a small message (e.g. stats) to every client that is keeping up."""
+        conns = [c.conn for c in (clients or self.clients) if not c.closing and c.buffered() <= self.write_limit]
+        broadcast(conns, message, text=True)
+
+    def _behind(self, client: Client, now: float) -> None:
+        self.counters.collapsed += 1
+        metrics.FRAMES_COLLAPSED.inc()
+        if client.behind_since is None:
+            client.behind_since = now
+            log.info("ws_client_behind", client=client.conn.id.hex[:8], buffered=client.buffered())
+        elif now - client.behind_since > self.slow_grace_s:
+            client.closing = True
+            self.remove(client)  # no more work or memory for it, even before the socket is gone
+            self.counters.slow_closed += 1
+            metrics.SLOW_CLIENTS_CLOSED.inc()
+            log.warning("ws_client_too_slow_closed", client=client.conn.id.hex[:8], buffered=client.buffered())
+            task = asyncio.get_running_loop().create_task(self._close_slow(client))
+            self._closing_tasks.add(task)
+            task.add_done_callback(self._closing_tasks.discard)
+
+    async def _close_slow(self, client: Client) -> None:
+        conn = client.conn
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(CLOSE_TOO_SLOW, "too slow: frames not read"), timeout=1.0)
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.abort()  # a peer that never reads never acknowledges the close either
+
+    def _prune(self, now: float) -> None:
+        self._last_prune = now
+        stale = [i for i, c in self.cars.items() if now - c.seen > self.car_ttl_s]
+        for i in stale:
+            del self.cars[i]
+        metrics.CARS.set(len(self.cars))

@@ -1,0 +1,109 @@
+"""Builds the live map page with folium: local Leaflet, roads on canvas, cars on their own canvas.
+
+The page makes no external request by default: Leaflet comes from ``/static/leaflet/`` (npm,
+installed into ``frontend/node_modules`` by ``npm ci --prefix frontend``), the roads from
+``/static/roads.geojson`` and the live feed from the gateway's websocket port on the same host.
+An online basemap (OpenStreetMap tiles) is opt-in with ``RIDEHAIL_MAP_TILES=osm``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import folium
+from branca.element import Element, MacroElement
+from jinja2 import Template
+
+from ridehail.domain.geo import SERVICE_AREA
+
+LEAFLET_JS = "/static/leaflet/leaflet.js"
+LEAFLET_CSS = "/static/leaflet/leaflet.css"
+ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+
+PANEL_HTML = """
+<div id="rh-panel" class="rh-panel">
+  <div class="rh-title">ridehail <span id="rh-mode" class="rh-mode">connecting</span></div>
+  <table class="rh-stats">
+    <tr><td>cars online</td><td id="rh-cars">0</td></tr>
+    <tr><td>events in /s</td><td id="rh-evin">0</td></tr>
+    <tr><td>frames out /s</td><td id="rh-frout">0</td></tr>
+    <tr><td>GPS&rarr;browser p50</td><td id="rh-p50">-</td></tr>
+    <tr><td>GPS&rarr;browser p99</td><td id="rh-p99">-</td></tr>
+    <tr><td>matching lag</td><td id="rh-lag">-</td></tr>
+  </table>
+  <div class="rh-legend">
+    <span><i style="background:#1f77b4"></i>available</span>
+    <span><i style="background:#ff7f0e"></i>to pickup</span>
+    <span><i style="background:#2ca02c"></i>on trip</span>
+    <span><i style="background:#8c8c8c"></i>offline</span>
+  </div>
+  <form id="rh-login" class="rh-login" autocomplete="on">
+    <input id="rh-user" name="username" placeholder="rider email" autocomplete="username">
+    <input id="rh-pass" name="password" type="password" placeholder="password" autocomplete="current-password">
+    <button type="submit">log in</button>
+  </form>
+  <div id="rh-who" class="rh-who" hidden>
+    <span id="rh-whoami"></span> <button id="rh-logout" type="button">log out</button>
+    <div class="rh-hint">Click the map twice: pickup, then drop-off.</div>
+  </div>
+  <div id="rh-ride" class="rh-ride"></div>
+  <div id="rh-msg" class="rh-msg"></div>
+</div>
+"""
+
+
+class LiveLayer(MacroElement):
+    """Starts the live map script (``/static/map.js``) against this folium map."""
+
+    _template = Template(
+        """
+{% macro script(this, kwargs) %}
+RidehailMap.start({{ this._parent.get_name() }}, {{ this.config|tojson }});
+{% endmacro %}"""
+    )
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self._name = "LiveLayer"
+        self.config = config
+
+
+def build_map(ws_port: int, tiles: str = "none") -> folium.Map:
+    lat, lon = SERVICE_AREA.center
+    m = folium.Map(
+        location=[lat, lon],
+        zoom_start=13,
+        tiles=None,
+        prefer_canvas=True,
+        control_scale=True,
+        min_zoom=11,
+        max_zoom=18,
+    )
+    # instance attributes: add_js_link would mutate folium's module-level defaults
+    m.default_js = [("leaflet", LEAFLET_JS)]
+    m.default_css = [("leaflet_css", LEAFLET_CSS), ("ridehail_css", "/static/map.css")]
+    if tiles == "osm":
+        folium.TileLayer("OpenStreetMap", max_zoom=19, attr=ATTRIBUTION).add_to(m)
+    folium.map.CustomPane("roads", z_index=150, pointer_events=False).add_to(m)
+    root = m.get_root()
+    root.header.add_child(Element('<script src="/static/map.js"></script>'))
+    root.header.add_child(Element("<title>ridehail live map</title>"))
+    root.html.add_child(Element(PANEL_HTML))
+    config = {
+        "wsPort": ws_port,
+        "roadsUrl": "/static/roads.geojson",
+        "attribution": ATTRIBUTION,
+        "tiles": tiles,
+        "serviceArea": [SERVICE_AREA.min_lon, SERVICE_AREA.min_lat, SERVICE_AREA.max_lon, SERVICE_AREA.max_lat],
+    }
+    LiveLayer(config).add_to(m)
+    return m
+
+
+def build_map_html(ws_port: int, tiles: str = "none") -> str:
+    return build_map(ws_port, tiles).get_root().render()
+
+
+if __name__ == "__main__":  # pragma: no cover - manual preview
+    print(json.dumps({"bytes": len(build_map_html(8002))}))

@@ -1,0 +1,144 @@
+"""The ingestion edge: ``POST /ingest/ping`` takes one ``DriverLocation`` as JSON.
+
+* ``rest``: the ping is written to Postgres before the answer (``200``, body ``stored`` or ``stale``);
+* ``rest-kafka``: the ping is produced to the broker (``202``, ``acknowledged`` or ``queued``).
+
+Bad input gets a 4xx with a reason (400 malformed JSON, 413 too large, 422 invalid ping or
+outside the service area) and is counted apart from failures; a backend that is down gets
+``503`` with ``Retry-After`` (the REST way of saying "try again later").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+
+from ridehail.common.health import health_router
+from ridehail.common.logging import get_logger
+from ridehail.domain.events import DriverLocation, EventDecoder, EventError
+from ridehail.domain.geo import SERVICE_AREA
+from ridehail.ingest.settings import IngestSettings
+from ridehail.ingest.sinks import KafkaSink, PingSink, PostgresSink, SinkUnavailable
+
+log = get_logger(__name__)
+
+PINGS = Counter("ridehail_ingest_pings_total", "Pings by outcome", ["outcome"])
+REJECTED = Counter("ridehail_ingest_rejected_total", "Malformed pings by HTTP status", ["status"])
+SECONDS = Histogram(
+    "ridehail_ingest_request_seconds",
+    "Time to handle one ping (validation + backend)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+_decoder = EventDecoder(DriverLocation)
+PING_SCHEMA = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriverLocation"}}},
+    "required": True,
+}
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+class PingValidationError(ValueError):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def parse_ping(body: bytes, max_bytes: int) -> DriverLocation:
+    """Decode and check one ping exactly as the event path does (plus the service area)."""
+    if len(body) > max_bytes:
+        raise PingValidationError(413, f"body too large: {len(body)} bytes > {max_bytes}")
+    try:
+        event = _decoder.decode(body)
+    except EventError as exc:
+        status = 400 if exc.reason.startswith(("malformed JSON", "empty message")) else 422
+        raise PingValidationError(status, exc.reason) from None
+    assert isinstance(event, DriverLocation)
+    if not SERVICE_AREA.contains(event.lat, event.lon):
+        raise PingValidationError(422, f"position outside the service area: {event.lat},{event.lon}")
+    return event
+
+
+def make_sink(settings: IngestSettings) -> PingSink:
+    if settings.ingest_mode == "rest":
+        if not settings.database_url:
+            raise ValueError("rest mode needs RIDEHAIL_DATABASE_URL")
+        return PostgresSink(settings.database_url, settings.ingest_db_pool_size, settings.ingest_timeout_s)
+    return KafkaSink(settings.bootstrap, settings.ingest_ack, settings.ingest_timeout_s)
+
+
+def create_app(settings: IngestSettings, sink: PingSink | None = None) -> FastAPI:
+    the_sink = sink or make_sink(settings)
+    tally: Tally[str] = Tally()
+    ok_status = 200 if settings.ingest_mode == "rest" else 202
+    retry_after = {"Retry-After": str(settings.ingest_retry_after_s)}
+    max_bytes = settings.ingest_max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await the_sink.start()
+        log.info("ingest_started", mode=settings.ingest_mode, ack=settings.ingest_ack, sink=the_sink.name)
+        try:
+            yield
+        finally:
+            await the_sink.close()
+
+    app = FastAPI(title="ridehail ingest", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.include_router(health_router("ingest", the_sink.readiness))
+    app.state.tally = tally
+
+    @app.post(
+        "/ingest/ping",
+        summary="One GPS ping (DriverLocation JSON)",
+        status_code=ok_status,
+        openapi_extra={"requestBody": PING_SCHEMA},
+        responses={400: {}, 413: {}, 422: {}, 503: {"description": "backend down; see Retry-After"}},
+    )
+    async def ingest_ping(request: Request) -> Response:
+        started = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            tally["rejected"] += 1
+            REJECTED.labels("413").inc()
+            return _json(413, {"detail": f"body too large: {declared} bytes > {max_bytes}"})
+        try:
+            ping = parse_ping(await request.body(), max_bytes)
+        except PingValidationError as exc:
+            tally["rejected"] += 1
+            REJECTED.labels(str(exc.status)).inc()
+            return _json(exc.status, {"detail": exc.reason})
+        try:
+            outcome = await the_sink.write(ping)
+        except SinkUnavailable as exc:
+            tally["unavailable"] += 1
+            PINGS.labels("unavailable").inc()
+            return _json(503, {"detail": exc.reason}, retry_after)
+        tally[outcome] += 1
+        PINGS.labels(outcome).inc()
+        SECONDS.observe(time.perf_counter() - started)
+        return _json(ok_status, {"status": outcome})
+
+    @app.get("/stats", summary="Pings by outcome since start")
+    async def stats() -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": settings.ingest_mode, "ack": settings.ingest_ack, **tally}
+        if isinstance(the_sink, KafkaSink):
+            out["delivery_failures_after_accept"] = the_sink.delivery_failures
+        return out
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:  # never a bare 500 page
+        log.error("ingest_unexpected_error", error=repr(exc)[:300])
+        return _json(503, {"detail": "internal error; retry"}, retry_after)
+
+    return app

@@ -15,8 +15,8 @@ lock: ## upgrade every Python dependency deliberately: re-resolve uv.lock, reins
 	scripts/bootstrap.sh
 	.venv/bin/python scripts/generate_contracts.py
 
-lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: ## ruff, import boundaries, types (what the test command checks first)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports && .venv/bin/mypy
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

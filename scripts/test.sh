@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: install what is needed (exactly as locked), lint, then run the test layers in
+# The test command: install what is needed (exactly as locked), lint, check import boundaries and
+# types, then run the test layers in
 # order, each in its own pytest process: unit (pure logic, seconds: a broken unit stops the run
 # here), contract, integration (real broker + Postgres) and e2e (the whole stack, real Chromium).
 # Benchmarks are not part of it (`ridehail bench ...`; `tests/bench` runs with `-m bench`).
@@ -18,6 +19,10 @@ PY=.venv/bin/python
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --check .; exit 1; }
+echo "== import boundaries (lint-imports, contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
+echo "== types (mypy, strict on ridehail.domain and ridehail.common)"
+.venv/bin/mypy
 
 # Every process the tests start inherits this id; scripts/leftover_processes.py finds the leaks.
 TEST_RUN_ID=$(date +%s%N)-$$

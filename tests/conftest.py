@@ -18,13 +18,13 @@ import asyncpg
 import pytest
 
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.common.topics import ensure_topics
 from ridehail.harness import scratch
 
 pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack"]
 
-free_port = scratch.free_port
 
 # The session's own databases come from the fixtures below; a RIDEHAIL_DATABASE_URL left in the
 # environment must not leak into the services and settings the tests build.

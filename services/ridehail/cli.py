@@ -1,7 +1,7 @@
 """The ``ridehail`` command: run the stack, serve one service, migrate, simulate, record, bench.
 
-Heavy imports happen inside commands, so ``ridehail --help`` stays fast. Each service may add its
-own commands through ``ridehail.<service>.commands.register(app, bench)``.
+Heavy imports happen inside commands, so ``ridehail --help`` stays fast. Services add their own
+commands (``ridehail.<service>.commands.register(app)``); every benchmark lives in ``ridehail.bench``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,13 @@ import importlib
 from enum import StrEnum
 
 import typer
+
+from ridehail.auth import commands as auth_commands
+from ridehail.bench import commands as bench_commands
+from ridehail.catalog import SERVICES
+from ridehail.replay import commands as replay_commands
+from ridehail.simulator import commands as simulator_commands
+from ridehail.stack import commands as stack_commands
 
 app = typer.Typer(
     name="ridehail",
@@ -25,17 +32,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 
-SERVICES = ("auth", "matching", "gateway", "simulator")
-PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments", "pricing")
-
-
-class Service(StrEnum):
-    auth = "auth"
-    matching = "matching"
-    gateway = "gateway"
-    simulator = "simulator"
-    ingest = "ingest"
-    pricing = "pricing"
+Service = StrEnum("Service", {s.name: s.name for s in SERVICES})  # type: ignore[misc]
 
 
 @app.command()
@@ -103,18 +100,11 @@ def broker(port: int = typer.Option(None, help="Port (default RIDEHAIL_BROKER_PO
     raise typer.Exit(subprocess.call(cmd))
 
 
-def _register_plugins() -> None:
-    for name in PLUGIN_MODULES:
-        try:
-            module = importlib.import_module(f"ridehail.{name}.commands")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"ridehail.{name}.commands" and exc.name != f"ridehail.{name}":
-                raise
-            continue
-        module.register(app, bench_app)
-
-
-_register_plugins()
+stack_commands.register(app)
+auth_commands.register(app)
+simulator_commands.register(app)
+replay_commands.register(app)
+bench_commands.register(bench_app)
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ import pytest
 from ridehail.common.auth_tokens import Principal
 from ridehail.common.db import make_engine, make_sessionmaker
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, RideOfferAnswered, RideRequested, encode
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.gateway.ride_requests import cancel_as
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings

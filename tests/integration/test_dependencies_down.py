@@ -17,18 +17,14 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from ridehail.catalog import SERVICES, port_setting
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.ports import free_port
 from ridehail.common.topics import ensure_topics
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
-PORT_SETTING = {
-    "auth": "RIDEHAIL_AUTH_PORT",
-    "matching": "RIDEHAIL_MATCHING_PORT",
-    "gateway": "RIDEHAIL_GATEWAY_PORT",
-    "simulator": "RIDEHAIL_SIMULATOR_PORT",
-}
+PORT_SETTING = {s.name: port_setting(s.ports[0]) for s in SERVICES}
 
 
 class TcpSwitch:

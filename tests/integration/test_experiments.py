@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from ridehail.experiments.ingest_bench import run_ingest_bench
-from ridehail.experiments.outage_bench import run_outage_bench
-from ridehail.experiments.report import plot_ingest, plot_outage
+from ridehail.bench.experiments.ingest_bench import run_ingest_bench
+from ridehail.bench.experiments.outage_bench import run_outage_bench
+from ridehail.bench.experiments.report import plot_ingest, plot_outage
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,13 @@ from websockets.asyncio.client import connect
 
 from ridehail.common.auth_tokens import TokenVerifier
 from ridehail.common.health import make_server
+from ridehail.common.ports import free_port
 from ridehail.gateway.app import create_app, leaflet_dir
 from ridehail.gateway.context import GatewayContext
 from ridehail.gateway.hub import Hub
 from ridehail.gateway.main import make_hub, start_ws_server
 from ridehail.gateway.settings import GatewaySettings
 from ridehail.gateway.ws import LiveSocket
-from tests.conftest import free_port
 from tests.integration.test_gateway_ws import Keys
 
 pytestmark = pytest.mark.integration

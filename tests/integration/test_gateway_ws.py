@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ridehail.common.auth_tokens import AUDIENCE, ISSUER, TokenVerifier
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, encode
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
 from ridehail.gateway.feed import LiveFeed
@@ -29,7 +30,6 @@ from ridehail.gateway.main import frame_loop, make_hub, start_ws_server
 from ridehail.gateway.settings import GatewaySettings
 from ridehail.gateway.tickets import TicketStore
 from ridehail.gateway.ws import LiveSocket
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from ridehail.common.health import make_server
+from ridehail.common.ports import free_port
 from ridehail.common.settings import load_settings
 from ridehail.domain.events import DriverLocation, EventDecoder, encode
 from ridehail.domain.topics import DRIVER_LOCATION
@@ -24,7 +25,6 @@ from ridehail.ingest.app import create_app
 from ridehail.ingest.settings import IngestSettings
 from ridehail.simulator.main import SimulatorService
 from ridehail.simulator.settings import SimulatorSettings
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from ridehail.common.db import make_engine, make_sessionmaker
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import (
     DriverLocation,
@@ -28,7 +29,7 @@ from ridehail.domain.events import (
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.gateway.ride_requests import create_ride
 from ridehail.harness.events import EventCollector
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings

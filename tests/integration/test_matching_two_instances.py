@@ -16,12 +16,13 @@ import pytest
 
 from ridehail.common.db import make_engine, make_sessionmaker
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, encode
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
 from ridehail.gateway.ride_requests import create_ride
 from ridehail.harness.events import EventCollector
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import matching_process, matching_stats, wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,11 @@ import asyncpg
 import pytest
 
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import DriverLocation, LatLon, RideOfferAnswered, RideRequested, encode
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings

@@ -14,6 +14,7 @@ import pytest
 
 from ridehail.common.db import make_engine, make_sessionmaker
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.common.tariff import current_tariff
 from ridehail.domain.events import (
@@ -32,7 +33,7 @@ from ridehail.domain.fares import compute_fare
 from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, RIDE_EVENT, RIDE_REQUEST
 from ridehail.gateway.ride_requests import create_ride
 from ridehail.harness.events import EventCollector
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.main import MatchingService
 from ridehail.matching.settings import MatchingSettings

@@ -11,8 +11,8 @@ from confluent_kafka import KafkaException
 
 from ridehail.common.broker import start_broker, stop_process
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.topics import ensure_topics
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

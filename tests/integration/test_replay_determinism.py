@@ -1,7 +1,7 @@
 """A seeded simulation, recorded and replayed into a fresh stack, ends in the same database state.
 
 Real processes throughout: two embedded brokers, two databases, ``ridehail serve matching`` twice,
-``ridehail simulate --seed`` once (see ``ridehail.replay.determinism``). The run includes ride
+``ridehail simulate --seed`` once (see ``ridehail.harness.determinism``). The run includes ride
 requests: the simulated drivers answer matching's offers, drive, pick up and drop off; the replay
 stack's matching does not decide the replayed rides again but applies the recorded decisions
 (offers, timeouts, assignments, expiries with their driver claims), so ride outcomes are a function
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ridehail.replay.determinism import run_determinism_check
+from ridehail.harness.determinism import run_determinism_check
 from ridehail.replay.fileformat import RecordingReader
 
 pytestmark = pytest.mark.integration

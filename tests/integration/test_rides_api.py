@@ -145,7 +145,7 @@ async def test_malformed_json_missing_token_and_wrong_role(client: httpx.AsyncCl
 
 
 async def test_database_down_gives_503_with_a_reason_never_a_500(signer: RealTokens) -> None:
-    from ridehail.harness.scratch import free_port
+    from ridehail.common.ports import free_port
 
     unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
     async with rides_app(unreachable, signer) as app:

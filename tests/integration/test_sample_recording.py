@@ -11,9 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
-from ridehail.harness.scratch import free_port, private_broker
+from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.settings import MatchingSettings
 from ridehail.replay.fileformat import RecordingReader

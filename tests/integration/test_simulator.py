@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Message
 from fastapi import FastAPI
 
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.domain.events import (
     DriverLocation,
     EventDecoder,
@@ -34,7 +35,6 @@ from ridehail.simulator.fleet import Fleet, FleetConfig
 from ridehail.simulator.legs import remainder_to_next_node
 from ridehail.simulator.riders import RiderSimulator
 from ridehail.simulator.runtime import FleetRunner, make_consumer
-from tests.conftest import free_port
 from tests.fixtures.auth import AuthService
 
 pytestmark = pytest.mark.integration

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 users_app = typer.Typer(help="Accounts, demo login links and signing keys of the auth service.", no_args_is_help=True)
@@ -21,7 +19,7 @@ def _database_url() -> str:
     return url
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(users_app, name="users")
 
     @users_app.command("create-admin")
@@ -70,18 +68,3 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         kid = rotate_key_sync(_database_url(), load_settings(AuthSettings).jwt_algorithm)
         typer.echo(f"new signing key {kid}; running auth services pick it up within a minute")
-
-    @bench.command("auth")
-    def bench_auth(
-        json_path: Path = typer.Option(Path("docs/bench/auth.json"), "--json", help="Where to write the results."),
-        clients: int = typer.Option(64, help="Concurrent clients for the /auth/me latency run."),
-        me_requests: int = typer.Option(6400, help="Total /auth/me requests (after warm-up)."),
-        logins: int = typer.Option(120, help="Logins to time (argon2-bound)."),
-    ) -> None:
-        """Login rate, in-process token verification rate, /auth/me p99 under concurrent clients."""
-        from ridehail.auth.bench import run_bench
-
-        results = run_bench(_database_url(), json_path, clients=clients, me_requests=me_requests, logins=logins)
-        for key in ("login_per_s", "verify_per_s", "me_p50_ms", "me_p99_ms", "me_rps"):
-            typer.echo(f"{key:14} {results[key]}")
-        typer.echo(f"written to {json_path}")

@@ -44,8 +44,8 @@ def generate_private_key(algorithm: str) -> PrivateKey:
 
 def public_jwk(private_key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
     public = private_key.public_key()
-    if algorithm == "RS256":
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
     else:
         jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public))
     jwk.update(kid=kid, alg=algorithm, use="sig")

@@ -48,11 +48,14 @@ def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, A
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
 BEARER = {"WWW-Authenticate": {"description": "Bearer challenge", "schema": {"type": "string"}}}
-E401 = {401: _err("Missing, invalid or expired credentials", BEARER)}
-E403 = {403: _err("Authenticated, but the role may not do this")}
-E413 = {400: _err("Body could not be parsed (e.g. not UTF-8)"), 413: _err("Request body too large")}
-E429 = {429: _err("Too many attempts; retry after the given seconds", RETRY_AFTER)}
-E503 = {503: _err("Database unavailable", RETRY_AFTER)}
+E401: dict[int | str, dict[str, Any]] = {401: _err("Missing, invalid or expired credentials", BEARER)}
+E403: dict[int | str, dict[str, Any]] = {403: _err("Authenticated, but the role may not do this")}
+E413: dict[int | str, dict[str, Any]] = {
+    400: _err("Body could not be parsed (e.g. not UTF-8)"),
+    413: _err("Request body too large"),
+}
+E429: dict[int | str, dict[str, Any]] = {429: _err("Too many attempts; retry after the given seconds", RETRY_AFTER)}
+E503: dict[int | str, dict[str, Any]] = {503: _err("Database unavailable", RETRY_AFTER)}
 
 
 def get_state(request: Request) -> AuthState:
@@ -93,7 +96,7 @@ def _pair(pair: Pair) -> TokenPair:
 
 
 def _user_out(user: User) -> UserOut:
-    return UserOut(id=str(user.id), email=user.email, role=user.role, created_at=user.created_at.isoformat())  # type: ignore[arg-type]
+    return UserOut(id=str(user.id), email=user.email, role=user.role, created_at=user.created_at.isoformat())
 
 
 def _verifier(request: Request) -> Any:
@@ -236,8 +239,8 @@ def build_router() -> APIRouter:
         return UserOut(
             id=str(row["id"]),
             email=str(row["email"]),
-            role=row["role"],  # type: ignore[arg-type]
-            created_at=row["created_at"].isoformat(),  # type: ignore[attr-defined]
+            role=row["role"],
+            created_at=row["created_at"].isoformat(),
         )
 
     @router.post(

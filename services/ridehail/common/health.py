@@ -4,8 +4,8 @@ for services whose main job is not HTTP (matching, simulator)."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
@@ -37,14 +37,13 @@ def health_router(service: str, readiness: ReadinessCheck) -> APIRouter:
     return router
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside a service's own event loop: the service handles SIGINT/SIGTERM
+    itself (and sets ``should_exit``), so uvicorn must not take the signals over while it serves."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
@@ -57,9 +56,7 @@ def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return server
+    return EmbeddedServer(config)
 
 
 def health_app(service: str, readiness: ReadinessCheck) -> FastAPI:

@@ -213,7 +213,9 @@ class EventProducer:
                 self._last_success = time.monotonic()  # for every callback, not only the default one
             elif self._replacing and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
                 self.requeued += 1
-                self._produce_now(self._producer, msg.topic(), msg.value(), msg.key(), msg.headers(), callback, 0)
+                self._produce_now(
+                    self._producer, msg.topic() or "", msg.value(), msg.key(), message_headers(msg), callback, 0
+                )
                 return
             callback(err, msg)
 
@@ -223,10 +225,10 @@ class EventProducer:
     def _produce_now(
         self,
         producer: Producer,
-        topic: str | None,
+        topic: str,
         value: bytes | None,
         key: str | bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
         callback: DeliveryCallback,
         timestamp_ms: int,
     ) -> None:
@@ -249,7 +251,7 @@ class EventProducer:
         topic: str,
         value: bytes,
         key: str | bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         on_delivery: DeliveryCallback | None = None,
         timestamp_ms: int = 0,
     ) -> None:
@@ -287,7 +289,7 @@ class EventProducer:
         topic: str,
         value: bytes,
         key: str | bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         timestamp_ms: int = 0,
     ) -> Message:
         """Produce and wait until the broker acknowledged the message (acks=all)."""
@@ -349,8 +351,20 @@ class Rejected:
 BatchHandler = Callable[[list[Decoded]], Awaitable[list[Rejected]]]
 
 
-def dead_letter_headers(msg: Message, reason: str, consumer: str) -> list[tuple[str, bytes]]:
-    headers = list(msg.headers() or [])
+Headers = list[tuple[str, bytes | None]]
+
+
+def message_headers(msg: Message) -> Headers:
+    """A consumed message's headers as (name, value) pairs (the client types them loosely)."""
+    raw = msg.headers()
+    if not raw:
+        return []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def dead_letter_headers(msg: Message, reason: str, consumer: str) -> Headers:
+    headers = message_headers(msg)
     headers += [
         ("error.reason", reason.encode()[:1000]),
         ("error.consumer", consumer.encode()),
@@ -533,9 +547,10 @@ class BatchConsumer:
         assert self._consumer is not None
         last: dict[tuple[str, int], int] = {}
         for msg in messages:
-            if msg.error() is None:
-                key = (msg.topic(), msg.partition())
-                last[key] = max(last.get(key, -1), msg.offset())
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if msg.error() is None and topic is not None and partition is not None and offset is not None:
+                key = (topic, partition)
+                last[key] = max(last.get(key, -1), offset)
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         if not offsets:
             return

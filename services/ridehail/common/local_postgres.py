@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ridehail.common.ports import free_port
+
 SERVICE_USER = "ridehail-pg"
 
 
@@ -41,12 +43,6 @@ def binaries() -> Path:
     if not (bin_dir / "postgres").exists():
         raise LocalPostgresError(f"no PostgreSQL binaries in {bin_dir}")
     return bin_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -121,10 +117,13 @@ class LocalPostgres:
     """One PostgreSQL server on ``pgdata``: ``start()`` (initialising the folder the first time),
     ``stop()``, and ``admin_dsn`` (libpq URL of the ``postgres`` database as user ``postgres``)."""
 
-    def __init__(self, pgdata: Path, *, durable: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, pgdata: Path, *, durable: bool = True, port: int | None = None, options: dict[str, str] | None = None
+    ) -> None:
         self.pgdata = pgdata.resolve()
         self.durable = durable
         self.port = port
+        self.options = dict(options or {})  # server settings, e.g. {"max_connections": "200"}
         self.user = _run_as()
         self.log_file = self.pgdata / "server.log"
 
@@ -170,11 +169,12 @@ class LocalPostgres:
                 "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync",
                 "--no-instructions",
             )  # fmt: skip
-        port = self.port or _free_port()
+        port = self.port or free_port()
         options = f"-h 127.0.0.1 -p {port} -k ''"
         if not self.durable:
             # Throw-away servers (tests, benchmarks) skip fsync: nothing in them must survive a crash.
             options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.options.items())
         self._run(
             "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options, "-w", "-t", str(int(timeout_s)),
             "start", timeout=timeout_s + 10,
@@ -182,7 +182,13 @@ class LocalPostgres:
         self.port = port
         return self.admin_dsn
 
+    def pid(self) -> int | None:
+        """The postmaster's pid while the server runs."""
+        info = read_postmaster(self.pgdata)
+        return info.pid if info is not None else None
+
     def stop(self) -> None:
+        """Fast shutdown: open transactions roll back, clients are disconnected."""
         if read_postmaster(self.pgdata) is None:
             return
         self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop", timeout=40)

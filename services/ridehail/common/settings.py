@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ridehail.catalog import SETTINGS_MODULES
+
 
 def _default_state_dir() -> Path:
     """``.state`` in the project folder (the working directory when the project files are not found)."""
@@ -58,6 +60,8 @@ class CommonSettings(BaseSettings):
     auth_port: int = Field(default=8001, ge=1, le=65535, description="Auth service HTTP port.")
     matching_port: int = Field(default=8003, ge=1, le=65535, description="Matching health/metrics port.")
     simulator_port: int = Field(default=8004, ge=1, le=65535, description="Simulator health/metrics port.")
+    ingest_port: int = Field(default=8005, ge=1, le=65535, description="Ingestion edge HTTP port (POST /ingest/ping).")
+    pricing_port: int = Field(default=8006, ge=1, le=65535, description="Pricing health/metrics port.")
     auth_base_url: str | None = Field(
         default=None, description="Base URL of the auth service (unset: http://HOST:AUTH_PORT)."
     )
@@ -105,15 +109,7 @@ class CommonSettings(BaseSettings):
         return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
 
 
-SERVICE_SETTINGS_MODULES = (
-    "ridehail.auth.settings",
-    "ridehail.matching.settings",
-    "ridehail.gateway.settings",
-    "ridehail.simulator.settings",
-    "ridehail.ingest.settings",
-    "ridehail.pricing.settings",
-    "ridehail.common.tariff",
-)
+SERVICE_SETTINGS_MODULES = SETTINGS_MODULES
 
 
 class SettingsError(SystemExit):

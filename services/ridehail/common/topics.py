@@ -12,7 +12,7 @@ import contextlib
 import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported at runtime, not in the stub
 
 from ridehail.common.logging import get_logger
 from ridehail.domain.topics import TopicSpec, all_topic_specs

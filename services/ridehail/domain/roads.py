@@ -142,7 +142,8 @@ class RoadGraph:
     def nearest_nodes(self, lat: Sequence[float] | np.ndarray, lon: Sequence[float] | np.ndarray) -> np.ndarray:
         """Vectorised :meth:`nearest_node` for many points."""
         pts = np.column_stack((np.asarray(lon, dtype=np.float64) * self._kx, np.asarray(lat) * self._ky))
-        return self._tree.query(pts)[1].astype(np.int64)
+        nodes: np.ndarray = self._tree.query(pts)[1].astype(np.int64)
+        return nodes
 
     # -- edges -----------------------------------------------------------------------------------
     def edge_between(self, a: int, b: int) -> int:
@@ -186,13 +187,13 @@ class RoadGraph:
     def etas_from(self, node: int, targets: Sequence[int] | np.ndarray, limit_s: float = np.inf) -> np.ndarray:
         """Travel time in seconds from ``node`` to each of ``targets`` (one Dijkstra; ``inf`` when
         unreachable or beyond ``limit_s``)."""
-        dist = dijkstra(self._time, indices=self._check(node), limit=limit_s)
+        dist: np.ndarray = dijkstra(self._time, indices=self._check(node), limit=limit_s)
         return dist[np.asarray(targets, dtype=np.int64)]
 
     def etas_to(self, node: int, sources: Sequence[int] | np.ndarray, limit_s: float = np.inf) -> np.ndarray:
         """Travel time in seconds from each of ``sources`` to ``node`` (one Dijkstra on the reversed
         graph): the driver -> pickup ETAs matching needs, for any number of drivers at once."""
-        dist = dijkstra(self._time_rev, indices=self._check(node), limit=limit_s)
+        dist: np.ndarray = dijkstra(self._time_rev, indices=self._check(node), limit=limit_s)
         return dist[np.asarray(sources, dtype=np.int64)]
 
     def path_cost(self, nodes: Sequence[int]) -> tuple[float, float]:
@@ -256,4 +257,5 @@ def haversine_m(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.n
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
     a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(a))
+    metres: np.ndarray = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(a))
+    return metres

@@ -53,7 +53,8 @@ def _tree_lengths(pred: np.ndarray, root: int, lengths: sp.csr_matrix, towards_r
     src, dst = (child, parent) if towards_root else (parent, child)  # reverse tree: road runs child -> parent
     w = np.asarray(lengths[src, dst]).ravel()
     tree = sp.csr_matrix((w + 1e-9, (parent, child)), shape=(n, n))
-    return dijkstra(tree, indices=root)
+    lengths_from_root: np.ndarray = dijkstra(tree, indices=root)
+    return lengths_from_root
 
 
 class QuoteRouter:

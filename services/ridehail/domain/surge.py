@@ -99,7 +99,7 @@ class SurgeBook:
     last_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def cell_of(self, lat: float, lon: float) -> str:
-        return h3.latlng_to_cell(lat, lon, self.resolution)
+        return str(h3.latlng_to_cell(lat, lon, self.resolution))
 
     def add_location(self, driver_id: str, seq: int, ts: int, lat: float, lon: float, available: bool) -> None:
         known = self.drivers.get(driver_id)

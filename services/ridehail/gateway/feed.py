@@ -16,7 +16,7 @@ import uuid
 import msgspec
 from confluent_kafka import Consumer, KafkaError, Message
 
-from ridehail.common.kafka import consumer_config
+from ridehail.common.kafka import consumer_config, message_headers
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import (
     DriverLocation,
@@ -113,16 +113,16 @@ class LiveFeed:
         surge_topic = PRICING_SURGE.name
         n_loc = n_ride = 0
         for msg in messages:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("feed_consume_error", error=msg.error().str())
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("feed_consume_error", error=error.str())
                 continue
             value = msg.value()
             if not value:
                 self._bad("empty message")
                 continue
-            headers = msg.headers()
-            if headers and any(k == REPLAY_HEADER for k, _ in headers):
+            if any(k == REPLAY_HEADER for k, _ in message_headers(msg)):
                 self.replay_seen_at = time.monotonic()
             if msg.topic() == location_topic:
                 try:

@@ -17,6 +17,7 @@ from ridehail.common.db import make_engine, make_sessionmaker, wait_for_database
 from ridehail.common.health import make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
+from ridehail.common.outbox import OutboxRelay
 from ridehail.common.service import run_service
 from ridehail.gateway.app import create_app
 from ridehail.gateway.context import GatewayContext
@@ -98,19 +99,14 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     live = LiveSocket(hub, settings, verifier, ctx.tickets)
 
     tasks: list[asyncio.Task[None]] = []
-    try:
-        from ridehail.common.outbox import OutboxRelay
-    except ImportError as exc:
-        log.warning("outbox_relay_unavailable", error=str(exc))
-    else:
-        relay = OutboxRelay(session_factory, producer, name="gateway")
-        ctx.relay = relay
+    relay = OutboxRelay(session_factory, producer, name="gateway")
+    ctx.relay = relay
 
-        async def relay_when_database_answers() -> None:
-            await wait_for_database(engine)  # one log line while it is down, not one per retry
-            await relay.run(stop)
+    async def relay_when_database_answers() -> None:
+        await wait_for_database(engine)  # one log line while it is down, not one per retry
+        await relay.run(stop)
 
-        tasks.append(asyncio.create_task(_supervise("outbox_relay", relay_when_database_answers, stop)))
+    tasks.append(asyncio.create_task(_supervise("outbox_relay", relay_when_database_answers, stop)))
 
     async def seed_surge() -> None:
         from ridehail.gateway.quote_book import load_surge_snapshot

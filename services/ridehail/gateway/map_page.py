@@ -64,7 +64,7 @@ RidehailMap.start({{ this._parent.get_name() }}, {{ this.config|tojson }});
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # branca is untyped
         self._name = "LiveLayer"
         self.config = config
 
@@ -86,7 +86,7 @@ def build_map(ws_port: int, tiles: str = "none") -> folium.Map:
     if tiles == "osm":
         folium.TileLayer("OpenStreetMap", max_zoom=19, attr=ATTRIBUTION).add_to(m)
     folium.map.CustomPane("roads", z_index=150, pointer_events=False).add_to(m)
-    root = m.get_root()
+    root: Any = m.get_root()  # a branca Figure (header, html); its stubs say Element
     root.header.add_child(Element('<script src="/static/map.js"></script>'))
     root.header.add_child(Element("<title>ridehail live map</title>"))
     root.html.add_child(Element(PANEL_HTML))

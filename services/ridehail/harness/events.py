@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
 
+from ridehail.common.kafka import message_headers
 from ridehail.domain.events import ALL_EVENT_TYPES, Event, EventDecoder, EventError
 
 
@@ -64,7 +65,8 @@ class EventCollector:
                         event: Event | None = decoder.decode(raw)
                     except EventError:
                         event = None
-                    item = Collected(event, raw, dict(msg.headers() or []), time.time())
+                    headers = {k: v for k, v in message_headers(msg) if v is not None}
+                    item = Collected(event, raw, headers, time.time())
                     self.items.append(item)
                     if self.on_event is not None:
                         self.on_event(item)

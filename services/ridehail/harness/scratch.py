@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,15 +28,10 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from ridehail.common.local_postgres import throwaway_server
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import LOCAL_ADMIN_DSN, to_asyncpg_dsn, to_sqlalchemy_url
 
 SCRATCH_ENV = "SCRATCH_POSTGRES_URL"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _answers(dsn: str) -> bool:

@@ -10,7 +10,6 @@ from ridehail.common.settings import CommonSettings
 
 
 class IngestSettings(CommonSettings):
-    ingest_port: int = Field(default=8005, ge=1, le=65535, description="Ingestion edge HTTP port (POST /ingest/ping).")
     ingest_mode: Literal["rest", "rest-kafka"] = Field(
         default="rest",
         description="rest: write each ping to Postgres, answer 200; rest-kafka: produce it to the broker, answer 202.",

@@ -158,6 +158,7 @@ class KafkaSink:
             if self._failures_in_a_row >= 3 or self._stuck():
                 self._failed()
                 producer = self._producer
+                assert producer is not None, "_failed() replaces the producer"
             if producer.pending() >= self._queue_limit:
                 raise SinkUnavailable("producer queue full: broker not keeping up")
             try:

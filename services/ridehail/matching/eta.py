@@ -43,7 +43,8 @@ def distance_matrix_m(a: Array, b: Array) -> Array:
     dlon = np.radians(b[:, 1])[None, :] - np.radians(a[:, 1])[:, None]
     x = dlon * np.cos((lat1 + lat2) * 0.5)
     y = lat2 - lat1
-    return EARTH_RADIUS_M * np.sqrt(x * x + y * y)
+    metres: np.ndarray = EARTH_RADIUS_M * np.sqrt(x * x + y * y)
+    return metres
 
 
 class StraightLineEta:

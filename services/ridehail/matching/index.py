@@ -70,7 +70,7 @@ class DriverIndex:
 
     def ring_size(self, radius_m: float) -> int:
         """Smallest k whose grid disk surely covers ``radius_m`` around any point of the centre cell."""
-        return max(1, math.ceil(radius_m / (self._edge_m * 1.5)) + 1)
+        return max(1, int(math.ceil(radius_m / (self._edge_m * 1.5))) + 1)
 
     def candidates(self, lat: float, lon: float, radius_m: float, limit: int | None = None) -> list[IndexedDriver]:
         """Available drivers within ``radius_m`` (great circle), nearest first."""

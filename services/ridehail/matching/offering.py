@@ -51,7 +51,8 @@ async def on_offer_answer(
         await _accepted(session, state, answer, after)
         return
     row = await offers.withdraw_offer(session, answer.ride_id, answer.offer_id)
-    after.append(lambda ms=now_ms() - int(row["offered_ms"]): state.offer_stats.answered(False, ms))
+    waited_ms = now_ms() - int(row["offered_ms"])
+    after.append(lambda: state.offer_stats.answered(False, waited_ms))
     await offer_withdrawn(session, state, row, answer.driver_id, after)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ridehail.common.kafka import Decoded
+from ridehail.common.kafka import Decoded, message_headers
 from ridehail.domain.topics import REPLAY_HEADER
 
 BIGINT_MAX = 2**63 - 1
@@ -23,5 +23,4 @@ def unstorable(item: Decoded) -> str | None:
 
 
 def is_replayed(item: Decoded) -> bool:
-    headers = item.message.headers()
-    return bool(headers) and any(k == REPLAY_HEADER for k, _ in headers)
+    return any(k == REPLAY_HEADER for k, _ in message_headers(item.message))

@@ -9,7 +9,6 @@ from ridehail.domain.surge import DEFAULT_RESOLUTION, SurgePolicy
 
 
 class PricingSettings(CommonSettings):
-    pricing_port: int = Field(default=8006, ge=1, le=65535, description="Pricing health/metrics port.")
     pricing_group_id: str = Field(default="ridehail-pricing", description="Pricing consumer group id.")
     pricing_resolution: int = Field(
         default=DEFAULT_RESOLUTION, ge=5, le=10, description="H3 resolution of surge cells (8: ~0.74 km² each)."

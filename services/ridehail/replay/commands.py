@@ -235,34 +235,6 @@ def state_hash_command(
         typer.echo(f"{result.digest}  rides={result.rides} drivers={result.drivers}")
 
 
-def bench_replay(
-    json_path: Path = typer.Option(..., "--json", help="Where to write the results (JSON)."),
-    events: int = typer.Option(1_000_000, help="Records in the max-speed run."),
-    timing_seconds: float = typer.Option(10.0, help="Length of the 1x timing run."),
-    timing_rate: int = typer.Option(500, help="Records per second in the 1x timing run."),
-    determinism: bool = typer.Option(True, help="Also run the record/replay state-hash check (needs Postgres)."),
-    bootstrap: str | None = typer.Option(None, help="Use this broker instead of a fresh embedded one."),
-) -> None:
-    """File -> broker throughput at --speed max, timing error at 1x, state-hash match after a replay."""
-    import json
-
-    from ridehail.replay.bench import run_bench
-
-    _configure_logging()
-    results = run_bench(
-        events=events,
-        timing_seconds=timing_seconds,
-        timing_rate=timing_rate,
-        determinism=determinism,
-        bootstrap=bootstrap,
-        echo=typer.echo,
-    )
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    typer.echo(json.dumps({k: results[k] for k in sorted(results) if not isinstance(results[k], dict)}, indent=2))
-    typer.echo(f"wrote {json_path}")
-
-
 def _db_group(app: typer.Typer) -> typer.Typer | None:
     for group in app.registered_groups:
         if group.name == "db" and group.typer_instance is not None:
@@ -270,10 +242,9 @@ def _db_group(app: typer.Typer) -> typer.Typer | None:
     return None
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command("record")(record)
     app.command("replay")(replay)
-    bench.command("replay")(bench_replay)
     db = _db_group(app)
     if db is not None:
         db.command("state-hash")(state_hash_command)

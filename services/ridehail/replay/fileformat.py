@@ -149,15 +149,13 @@ class RecordingHeader:
 
 
 def _zstd() -> Any:
-    try:
-        import zstandard
-    except ModuleNotFoundError:
-        return None
+    import zstandard  # a locked dependency; imported on first use only
+
     return zstandard
 
 
 def default_codec() -> str:
-    return "zstd" if _zstd() is not None else "zlib"
+    return "zstd"
 
 
 class _Compressor:
@@ -167,10 +165,7 @@ class _Compressor:
         self.codec = codec
         self.code = CODECS_BY_NAME[codec]
         if codec == "zstd":
-            zstd = _zstd()
-            if zstd is None:
-                raise ValueError("codec zstd needs the 'zstandard' package (pip install zstandard)")
-            self._zc = zstd.ZstdCompressor(level=3 if level is None else level)
+            self._zc = _zstd().ZstdCompressor(level=3 if level is None else level)
         self._level = 6 if level is None else level
 
     def compress(self, data: bytes) -> bytes:
@@ -192,10 +187,7 @@ class _Decompressor:
             return zlib.decompress(data)
         if code == CODEC_ZSTD:
             if self._zd is None:
-                zstd = _zstd()
-                if zstd is None:
-                    raise ValueError("this recording uses zstd: install the 'zstandard' package")
-                self._zd = zstd.ZstdDecompressor()
+                self._zd = _zstd().ZstdDecompressor()
             return bytes(self._zd.decompress(data, max_output_size=raw_len))
         raise ValueError(f"unknown codec id {code}")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
-from ridehail.common.kafka import consumer_config
+from ridehail.common.kafka import consumer_config, message_headers
 from ridehail.common.logging import get_logger
 from ridehail.replay.fileformat import RecordingWriter, TopicInfo
 
@@ -251,9 +251,17 @@ class Recorder:
                     elif ts < not_before:
                         skipped_old += 1
                         continue
-                    topic = msg.topic()
+                    topic = msg.topic() or ""
                     self._enqueue(
-                        (index[topic], msg.partition(), msg.offset(), ts, msg.key(), msg.headers(), msg.value())
+                        (
+                            index[topic],
+                            msg.partition() or 0,
+                            msg.offset() or 0,
+                            ts,
+                            msg.key(),
+                            message_headers(msg) or None,
+                            msg.value(),
+                        )
                     )
                     self.per_topic[topic] += 1
                     consumed += 1

@@ -160,7 +160,7 @@ class ReplayResult:
     max_behind_ms: float = 0.0
     skipped: SkipReport = field(default_factory=SkipReport)
     per_topic: dict[str, int] = field(default_factory=dict)
-    lateness_ms: array = field(default_factory=lambda: array("d"))
+    lateness_ms: array[float] = field(default_factory=lambda: array("d"))
     first_error: str | None = None
     stopped: bool = False
 
@@ -334,7 +334,8 @@ class Replayer:
         reader = RecordingReader(self.path, skip_bad=opts.skip_bad)
         names = reader.header.topic_names()
         keep_partition = [
-            bool(t) and counts[t] >= info.partitions for t, info in zip(targets, reader.header.topics, strict=True)
+            t is not None and counts[t] >= info.partitions
+            for t, info in zip(targets, reader.header.topics, strict=True)
         ]
         per_topic = [0] * len(names)
         on_delivery = self._on_delivery
@@ -354,8 +355,10 @@ class Replayer:
         next_report = perf() + 0.2
         report = self.on_progress is not None
         now_ms = int(time.time() * 1000)
-        marker = (REPLAY_HEADER, REPLAY_HEADER_VALUE)
-        marker_only = [marker]  # the client copies headers, so one list serves every record
+        marker: tuple[str, bytes | None] = (REPLAY_HEADER, REPLAY_HEADER_VALUE)
+        marker_only: list[tuple[str, bytes | None]] = [
+            marker
+        ]  # the client copies headers, so one list serves every record
 
         def want(fh: FrameHeader) -> bool:
             if bounds is None or (opts.time_from is None and opts.time_to is None):
@@ -378,7 +381,7 @@ class Replayer:
                     if paced:
                         # A record older than the one before it (it reached the recorder late) is due
                         # at once: file order wins, and lateness measures the sender, not the file.
-                        due = t0 + (ts - base_ts) / (1000.0 * speed)
+                        due = t0 + (ts - base_ts) / (1000.0 * (speed or 1.0))
                         if due < last_due:
                             due = last_due
                         last_due = due
@@ -412,9 +415,9 @@ class Replayer:
                         if report and perf() >= next_report:
                             next_report = perf() + 0.2
                             self._report(reader, total, started, behind_ms, last_ts - base_ts)
-                    headers = rec.headers
-                    if headers:
-                        headers = [h for h in headers if h[0] != REPLAY_HEADER]
+                    headers: list[tuple[str, bytes | None]]
+                    if rec.headers:
+                        headers = [h for h in rec.headers if h[0] != REPLAY_HEADER]
                         headers.append(marker)
                     else:
                         headers = marker_only
@@ -429,7 +432,7 @@ class Replayer:
                                 partition,
                                 on_delivery=on_delivery,
                                 timestamp=ts if keep_ts else 0,
-                                headers=headers,
+                                headers=headers,  # type: ignore[arg-type]  # the stub lacks bytes | None
                             )
                             break
                         except BufferError:

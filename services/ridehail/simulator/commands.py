@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import typer
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     @app.command()
     def simulate(
         drivers: int = typer.Option(None, "--drivers", "-n", help="Fleet size (default RIDEHAIL_DRIVERS, 200)."),
@@ -72,26 +71,3 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         stats = asyncio.run(main())
         typer.echo(json.dumps(stats, indent=2))
-
-    @bench.command("simulator")
-    def bench_simulator(
-        drivers: int = typer.Option(10_000, "--drivers", "-n", help="Fleet size."),
-        seconds: float = typer.Option(20.0, "--seconds", help="Measured window, seconds."),
-        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        bootstrap: str = typer.Option(
-            None, "--bootstrap", help="Kafka to use (default: start an embedded broker on a free port)."
-        ),
-        interval: float = typer.Option(1.0, "--interval", help="Seconds between pings of one driver."),
-        warmup: float = typer.Option(10.0, "--warmup", help="Seconds to run before measuring (initial routing)."),
-        seed: int = typer.Option(42, "--seed", help="Random seed."),
-    ) -> None:
-        """Fleet throughput, CPU and memory against the real broker (target: 10k drivers at 1 Hz,
-        >= 9,500 pings/s, <= 0.6 core, <= 600 MB)."""
-        from ridehail.common.logging import configure_logging
-        from ridehail.simulator.bench import run_bench
-
-        configure_logging("WARNING")
-        result = run_bench(drivers, seconds, json_path, bootstrap, interval, warmup, seed)
-        typer.echo(json.dumps(result, indent=2))
-        if json_path:
-            typer.echo(f"written to {json_path}")

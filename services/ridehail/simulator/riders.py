@@ -99,7 +99,7 @@ class RiderSimulator:
         self._client = client
         self._backoff_s = 0.0
         self._blocked_until = 0.0
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[str | None]] = set()
         self._max_inflight = 64
 
     # -- main loop -------------------------------------------------------------------------------

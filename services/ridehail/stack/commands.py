@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no benchmark here
+def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         drivers: int = typer.Option(None, "--drivers", "-n", help="Fleet size (default RIDEHAIL_DRIVERS, 200)."),

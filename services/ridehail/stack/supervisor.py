@@ -19,13 +19,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from ridehail.catalog import BY_NAME, SERVICES, STACK_ORDER, port_setting
 from ridehail.common.broker import broker_command, wait_for_port
-from ridehail.common.health import port_is_free
 from ridehail.common.local_postgres import LocalPostgres
+from ridehail.common.ports import port_is_free
 from ridehail.common.settings import CommonSettings
 from ridehail.stack.children import Child, python_argv, stop_all
 
-SERVICE_ORDER = ("auth", "matching", "pricing", "gateway", "simulator")
+SERVICE_ORDER = STACK_ORDER
 STOP_TIMEOUT_S = 8.0
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -42,26 +43,21 @@ class StackOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def pricing_port(settings: CommonSettings) -> int:
-    """The pricing service's port (its setting lives in PricingSettings, read from the same environment)."""
-    port = getattr(settings, "pricing_port", None)
-    if port is None:
-        from ridehail.pricing.settings import PricingSettings
-
-        port = PricingSettings().pricing_port
-    return int(port)
+def http_port(settings: CommonSettings, service: str) -> int:
+    return int(getattr(settings, BY_NAME[service].ports[0]))
 
 
 def service_ports(settings: CommonSettings) -> dict[str, tuple[int, str]]:
-    """Every port the stack binds, with the setting that changes it."""
-    return {
-        "gateway": (settings.gateway_port, "RIDEHAIL_GATEWAY_PORT"),
-        "gateway-ws": (settings.gateway_ws_port, "RIDEHAIL_GATEWAY_WS_PORT"),
-        "auth": (settings.auth_port, "RIDEHAIL_AUTH_PORT"),
-        "matching": (settings.matching_port, "RIDEHAIL_MATCHING_PORT"),
-        "simulator": (settings.simulator_port, "RIDEHAIL_SIMULATOR_PORT"),
-        "pricing": (pricing_port(settings), "RIDEHAIL_PRICING_PORT"),
-    }
+    """Every port the stack's services bind (``gateway``, ``gateway-ws``, ...), with the setting that changes it."""
+    out: dict[str, tuple[int, str]] = {}
+    for service in SERVICES:
+        if not service.in_stack:
+            continue
+        for i, port_field in enumerate(service.ports):
+            suffix = port_field.removeprefix(service.name + "_").removesuffix("_port")
+            name = service.name if i == 0 else f"{service.name}-{suffix}"
+            out[name] = (int(getattr(settings, port_field)), port_setting(port_field))
+    return out
 
 
 def check_ports(settings: CommonSettings, services: tuple[str, ...], embedded_broker: bool) -> None:
@@ -152,14 +148,7 @@ class Stack:
 
     def health_urls(self) -> dict[str, str]:
         s = self.settings
-        ports = {
-            "auth": s.auth_port,
-            "matching": s.matching_port,
-            "gateway": s.gateway_port,
-            "simulator": s.simulator_port,
-            "pricing": pricing_port(s),
-        }
-        return {name: f"http://{s.host}:{ports[name]}/readyz" for name in self.options.services}
+        return {name: f"http://{s.host}:{http_port(s, name)}/readyz" for name in self.options.services}
 
     def _wait_ready(self) -> None:
         pending = dict(self.health_urls())
@@ -195,15 +184,8 @@ class Stack:
             rows.append(("Ride API", f"http://{host}:{s.gateway_port}/docs"))
         if "auth" in self.options.services:
             rows.append(("Auth API (OpenAPI)", f"http://{host}:{s.auth_port}/docs"))
-        for name, port in (
-            ("gateway", s.gateway_port),
-            ("auth", s.auth_port),
-            ("matching", s.matching_port),
-            ("simulator", s.simulator_port),
-            ("pricing", pricing_port(s)),
-        ):
-            if name in self.options.services:
-                rows.append((f"{name} metrics", f"http://{host}:{port}/metrics"))
+        for name in self.options.services:
+            rows.append((f"{name} metrics", f"http://{host}:{http_port(s, name)}/metrics"))
         rows.append(("Kafka bootstrap", self.bootstrap))
         rows.append(("Postgres", _redact_url(self.database_url)))
         return rows
@@ -220,10 +202,8 @@ class Stack:
         """A one-time demo-viewer login code for the printed map URL (if the auth service offers it)."""
         if "auth" not in self.options.services:
             return
-        try:
-            from ridehail.auth.demo import create_login_code_sync
-        except ImportError:
-            return
+        from ridehail.auth.demo import create_login_code_sync
+
         try:
             self.login_code = create_login_code_sync(self.database_url)
         except Exception as exc:

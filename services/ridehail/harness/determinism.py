@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ridehail.common.ports import free_port
 from ridehail.domain.topics import TOPICS
-from ridehail.harness.scratch import free_port, private_broker, scratch_database, scratch_server
+from ridehail.harness.scratch import private_broker, scratch_database, scratch_server
 from ridehail.replay.recorder import Recorder
 from ridehail.replay.replayer import Replayer, ReplayOptions
 from ridehail.replay.statehash import StateHash, state_hash

@@ -15,7 +15,7 @@ def _write(result: dict, json_path: Path | None) -> None:  # type: ignore[type-a
         typer.echo(f"written to {json_path}")
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no top-level commands
+def register(bench: typer.Typer) -> None:
     @bench.command("ingest")
     def bench_ingest(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
@@ -32,9 +32,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         rest_db_pool: int = typer.Option(64, "--rest-db-pool", help="Postgres connections of the rest edge."),
     ) -> None:
         """REST vs events for the same pings: throughput, latency, CPU, ping-to-row time per fleet size."""
+        from ridehail.bench.experiments.ingest_bench import run_ingest_bench
+        from ridehail.bench.experiments.report import ingest_table, plot_ingest
         from ridehail.common.logging import configure_logging
-        from ridehail.experiments.ingest_bench import run_ingest_bench
-        from ridehail.experiments.report import ingest_table, plot_ingest
 
         configure_logging("WARNING")
         try:
@@ -69,9 +69,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - no
         ),
     ) -> None:
         """Stop matching, then Postgres, then the broker under steady load: accepted, lost, catch-up."""
+        from ridehail.bench.experiments.outage_bench import run_outage_bench
+        from ridehail.bench.experiments.report import outage_table, plot_outage
         from ridehail.common.logging import configure_logging
-        from ridehail.experiments.outage_bench import run_outage_bench
-        from ridehail.experiments.report import outage_table, plot_outage
 
         configure_logging("WARNING")
         try:

@@ -17,9 +17,9 @@ from typing import Any
 
 import asyncpg
 
+from ridehail.bench.experiments.environment import ALL_PATHS, BenchEnvironment, bench_environment, machine_info
+from ridehail.bench.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced
 from ridehail.common.logging import get_logger
-from ridehail.experiments.environment import ALL_PATHS, BenchEnvironment, bench_environment, machine_info
-from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced
 
 log = get_logger(__name__)
 

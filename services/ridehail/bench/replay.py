@@ -7,7 +7,7 @@
 * ``timing_error_p99_ms``: a recording with irregular (exponential) gaps replayed at 1x; the error
   of record *i* is ``|(t_i - t_0) - (ts_i - ts_0) / speed|`` where ``t`` are the broker-side record
   timestamps (set by the client when it takes the record) read back by a consumer.
-* ``state_hash_match``: see :mod:`ridehail.replay.determinism`.
+* ``state_hash_match``: see :mod:`ridehail.harness.determinism`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def consume_timestamps(bootstrap: str, topic: str, expected: int, timeout_s: flo
         out: list[tuple[int, int]] = []
         deadline = time.monotonic() + timeout_s
         while len(out) < expected and time.monotonic() < deadline:
-            out += [(m.offset(), m.timestamp()[1]) for m in consumer.consume(5000, 0.2) if m.error() is None]
+            out += [(m.offset() or 0, m.timestamp()[1]) for m in consumer.consume(5000, 0.2) if m.error() is None]
         return [ts for _, ts in sorted(out)]
     finally:
         consumer.close()
@@ -161,11 +161,9 @@ def run_bench(
 
     proc = None
     if bootstrap is None:
-        import socket
+        from ridehail.common.ports import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = start_broker(port=port)
         bootstrap = f"127.0.0.1:{port}"
         ensure_all(bootstrap)
@@ -190,7 +188,7 @@ def run_bench(
             results["timing"] = {"x1": one, "x10": ten}
             results["timing_error_p99_ms"] = one["error_ms_broker_timestamps"]["p99"]
         if determinism:
-            from ridehail.replay.determinism import run_determinism_check
+            from ridehail.harness.determinism import run_determinism_check
 
             echo("record a seeded simulation, replay it into a fresh stack, compare state hashes ...")
             try:

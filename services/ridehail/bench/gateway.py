@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from ridehail.common.ports import free_port
+
 SAMPLE_EVERY = 10  # time one car entry in ten (per timing client) for the latency distribution
 PAIRS, WINDOW_S = 6, 5.0  # interleaved windows without / with a never-reading client
 TIMING_CLIENTS = 10  # clients that parse and time frames; the others only read and count
@@ -43,12 +45,6 @@ def _pct(values: list[float], p: float) -> float | None:
         return None
     s = sorted(values)
     return round(s[min(len(s) - 1, max(0, int(round(p * len(s))) - 1))], 2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- gateway child ------------------------------------------------------------------------------------
@@ -157,7 +153,7 @@ def _pump(ctl: Connection, loop: asyncio.AbstractEventLoop, q: asyncio.Queue[Any
 def _producer_child(bootstrap: str, drivers: int, stop_at: float) -> None:
     from ridehail.common.kafka import EventProducer
     from ridehail.common.logging import configure_logging
-    from ridehail.domain.events import DriverLocation, encode
+    from ridehail.domain.events import DriverLocation, DriverStatus, encode
     from ridehail.domain.geo import SERVICE_AREA
     from ridehail.domain.topics import DRIVER_LOCATION
 
@@ -165,7 +161,7 @@ def _producer_child(bootstrap: str, drivers: int, stop_at: float) -> None:
     a = SERVICE_AREA
     rng = random.Random(7)
     pos = [[rng.uniform(a.min_lat, a.max_lat), rng.uniform(a.min_lon, a.max_lon)] for _ in range(drivers)]
-    statuses = ("available", "to_pickup", "on_trip", "offline")
+    statuses: tuple[DriverStatus, ...] = ("available", "to_pickup", "on_trip", "offline")
     ids = [f"bench-{i:05d}" for i in range(drivers)]
     producer = EventProducer(bootstrap, "bench-pings", **{"linger.ms": 2})
     topic = DRIVER_LOCATION.name
@@ -267,12 +263,12 @@ def run_bench(
     load_start = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     broker_proc = None
     if bootstrap is None:
-        bport = _free_port()
+        bport = free_port()
         broker_proc = start_broker(port=bport, log_file=Path(os.devnull))
         bootstrap = f"127.0.0.1:{bport}"
     ensure_topics(bootstrap)
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     parent, child = ctx.Pipe()
     # the never-reading client stays connected (collapsed) for all of slow_seconds: the close after
     # RIDEHAIL_WS_SLOW_CLIENT_GRACE_S is what the integration tests check
@@ -295,7 +291,7 @@ def run_bench(
         producer.start()
         a = SERVICE_AREA
         bbox = [a.min_lon - 0.01, a.min_lat - 0.01, a.max_lon + 0.01, a.max_lat + 0.01]
-        result = _run(
+        result: dict[str, Any] = _run(
             _drive_clients(
                 f"ws://127.0.0.1:{port}/", bbox, clients, seconds, slow_seconds, raw_seconds, port, parent, gw
             )

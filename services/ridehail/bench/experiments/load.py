@@ -73,7 +73,7 @@ class PathRecorder:
     window_end: float = float("inf")
     window_accepted: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    latencies: array = field(default_factory=lambda: array("d"))  # seconds, accepted pings in the window
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds, accepted pings in the window
     accepted_tags: set[Any] = field(default_factory=set)
     keep_tags: bool = False
 
@@ -169,7 +169,7 @@ class HttpPathLoad:
         await asyncio.wait_for(self.task, timeout=timeout_s + 5)
 
 
-def percentile_ms(values: array | list[float], q: float) -> float | None:
+def percentile_ms(values: array[float] | list[float], q: float) -> float | None:
     if len(values) == 0:
         return None
     data = np.frombuffer(values, dtype="d") if isinstance(values, array) else np.asarray(values)

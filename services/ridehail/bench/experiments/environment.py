@@ -17,16 +17,16 @@ from typing import Any
 
 import psutil
 
-from ridehail.experiments.infra import (
+from ridehail.bench.experiments.infra import (
     CpuMeter,
     PrivateBroker,
     PrivatePostgres,
     ServiceProcess,
-    free_port,
     http_get,
     remove_tree,
     temp_root,
 )
+from ridehail.common.ports import free_port
 
 # path name -> (ingest mode, ack); the kafka path has no edge
 REST_PATHS: dict[str, tuple[str, str]] = {
@@ -115,7 +115,7 @@ def postgres_probe(dsn: str, n: int = 300) -> dict[str, float]:
 
     import asyncpg
 
-    from ridehail.ingest.sinks import UPSERT_ONE
+    from ridehail.stores.drivers import UPSERT_ONE_SQL as UPSERT_ONE
 
     async def probe() -> dict[str, float]:
         conn = await asyncpg.connect(dsn)

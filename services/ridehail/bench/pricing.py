@@ -45,7 +45,7 @@ def _point(rng: random.Random) -> tuple[float, float]:
 # -- consume + recompute ---------------------------------------------------------------------------------
 def _produce(bootstrap: str, drivers: int, pings_per_driver: int, requests: int, seed: int) -> int:
     from ridehail.common.kafka import EventProducer
-    from ridehail.domain.events import DriverLocation, LatLon, RideRequested, encode, now_ms
+    from ridehail.domain.events import DriverLocation, DriverStatus, LatLon, RideRequested, encode, now_ms
     from ridehail.domain.topics import DRIVER_LOCATION, RIDE_REQUEST
 
     rng = random.Random(seed)
@@ -59,7 +59,7 @@ def _produce(bootstrap: str, drivers: int, pings_per_driver: int, requests: int,
             lat += rng.uniform(-2e-4, 2e-4)
             lon += rng.uniform(-2e-4, 2e-4)
             positions[d] = (lat, lon)
-            status = "available" if rng.random() < 0.6 else "on_trip"
+            status: DriverStatus = "available" if rng.random() < 0.6 else "on_trip"
             ping = DriverLocation(
                 event_id=f"b{d}-{seq}", ts=now - 1000, driver_id=f"bd{d}", seq=seq, lat=lat, lon=lon, status=status
             )
@@ -112,7 +112,7 @@ async def _consume(bootstrap: str, total: int) -> dict[str, Any]:
         name="bench-pricing",
         batch_max=5000,
         batch_timeout_ms=100,
-        **{"auto.offset.reset": "earliest"},
+        **{"auto.offset.reset": "earliest"},  # type: ignore[arg-type]  # a librdkafka setting, not a keyword
     )
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
@@ -301,7 +301,8 @@ def run_bench(
     seconds: float = 15.0,
     phases: tuple[str, ...] = ("consume", "quotes"),
 ) -> dict[str, Any]:
-    from ridehail.harness.scratch import free_port, private_broker, temporary_database
+    from ridehail.common.ports import free_port
+    from ridehail.harness.scratch import private_broker, temporary_database
 
     result: dict[str, Any] = {
         "bench": "pricing",

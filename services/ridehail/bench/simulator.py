@@ -24,17 +24,10 @@ from typing import Any
 import psutil
 
 from ridehail.common.broker import start_broker, stop_process
+from ridehail.common.ports import free_port
 from ridehail.common.settings import load_settings
 from ridehail.common.topics import ensure_topics
 from ridehail.simulator.settings import SimulatorSettings
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _measure(settings: SimulatorSettings, seconds: float, warmup: float) -> dict[str, Any]:
@@ -97,7 +90,7 @@ def run_bench(
     log_dir = tempfile.mkdtemp(prefix="ridehail-bench-")
     try:
         if bootstrap is None:
-            port = _free_port()
+            port = free_port()
             broker_proc = start_broker(port=port, log_file=Path(log_dir) / "tansu.log")
             bootstrap = f"127.0.0.1:{port}"
         ensure_topics(bootstrap)

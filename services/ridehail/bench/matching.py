@@ -29,13 +29,15 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from ridehail.common.health import make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import DriverLocation, RideAssigned, RideExpired, encode
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.harness.events import EventCollector
-from ridehail.harness.scratch import free_port, private_broker, temporary_database
+from ridehail.harness.scratch import private_broker, temporary_database
 from ridehail.harness.services import matching_process, matching_stats, rides_app, wait_until
 from ridehail.harness.tokens import LocalSigner
 from ridehail.matching.assignment import (
@@ -87,7 +89,7 @@ async def _wait_joined(port: int, timeout_s: float = 90) -> None:
 
 async def bench_ingest(
     bootstrap: str, database_url: str, drivers: int, rate: float, seconds: float, work: Path
-) -> dict:
+) -> dict[str, Any]:
     port = free_port()
     proc = matching_process(bootstrap, database_url, port, work / "matching-ingest.log", log_level="WARNING")
     db = await asyncpg.connect(to_asyncpg_dsn(database_url))
@@ -133,7 +135,7 @@ async def bench_ingest(
         total = rounds * drivers
 
         async def applied() -> bool:
-            return await db.fetchval("SELECT count(*) FROM drivers WHERE last_seq = $1", rounds) == drivers
+            return bool(await db.fetchval("SELECT count(*) FROM drivers WHERE last_seq = $1", rounds) == drivers)
 
         if not await wait_until(applied, 300):
             raise RuntimeError("pings not applied within 300 s")
@@ -206,7 +208,6 @@ async def bench_assign(
     bootstrap: str, database_url: str, drivers: int, rps: float, seconds: float, work: Path
 ) -> dict[str, Any]:
     import httpx
-    import uvicorn
 
     from ridehail.common.kafka import EventProducer as Producer
     from ridehail.common.outbox import OutboxRelay
@@ -271,8 +272,7 @@ async def bench_assign(
             )
             app.state.ctx.relay = relay
             api_port = free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port, log_config=None))
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            server = make_server(app, "127.0.0.1", api_port)
             tasks = [asyncio.create_task(server.serve()), asyncio.create_task(relay.run(stop))]
             await wait_until(lambda: server.started, 10)
             token = signer.token("bench-rider")
@@ -384,7 +384,7 @@ async def _stat_equals(port: int, key: str, value: int) -> bool:
 # -- phases 3 and 4: solver and greedy vs batched (in process, no I/O) --------------------------------
 
 
-def bench_solver(riders: int = 1000, drivers: int = 2000, radius_m: float = 3000.0, repeat: int = 5) -> dict:
+def bench_solver(riders: int = 1000, drivers: int = 2000, radius_m: float = 3000.0, repeat: int = 5) -> dict[str, Any]:
     from ridehail.matching.assignment import _cost_matrix
 
     rng = np.random.default_rng(3)
@@ -414,7 +414,9 @@ def bench_solver(riders: int = 1000, drivers: int = 2000, radius_m: float = 3000
     }
 
 
-def bench_greedy_vs_batched(windows: int = 20, riders: int = 40, drivers: int = 60, radius_m: float = 3000.0) -> dict:
+def bench_greedy_vs_batched(
+    windows: int = 20, riders: int = 40, drivers: int = 60, radius_m: float = 3000.0
+) -> dict[str, Any]:
     """Same input for both rules: ``windows`` independent rounds of ``riders`` requests arriving
     together among ``drivers`` available drivers (a busy hour: few spare drivers)."""
     eta = make_eta_model("auto")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,15 +21,10 @@ import httpx
 
 from ridehail.common import migrate
 from ridehail.common.auth_tokens import TokenVerifier
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
 
 PASSWORD = "bench-password-not-common"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _with_database(url: str, name: str) -> str:
@@ -182,7 +176,7 @@ def compare_verifiers() -> dict[str, int]:
     from ridehail.common.auth_tokens import AUDIENCE, ISSUER, key_from_jwk, verify_with_keys
 
     out: dict[str, int] = {}
-    options = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]}
+    options: Any = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]}
     for algorithm in ("RS256", "EdDSA"):
         private = generate_private_key(algorithm)
         jwk = public_jwk(private, "bench", algorithm)
@@ -211,7 +205,7 @@ def run_bench(
     name = f"ridehail_bench_auth_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
     bench_url = _with_database(database_url, name)
-    port = _free_port()
+    port = free_port()
     proc: subprocess.Popen[bytes] | None = None
     try:
         migrate.upgrade(bench_url)

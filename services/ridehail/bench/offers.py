@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from ridehail.common.ports import free_port
 from ridehail.common.postgres import to_asyncpg_dsn
-from ridehail.harness.scratch import free_port, private_broker, temporary_database
+from ridehail.harness.scratch import private_broker, temporary_database
 
 
 def run_offers_bench(

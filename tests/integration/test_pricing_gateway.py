@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from ridehail.domain.events import SurgeChanged, encode
 from ridehail.domain.topics import PRICING_SURGE
-from tests.integration.test_gateway_ws import LiveGateway, start_gateway
+from tests.integration.ws_support import LiveGateway, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from ridehail.common.kafka import EventProducer
 from ridehail.common.topics import ensure_topics
 from ridehail.domain.topics import TopicSpec
-from ridehail.replay.fileformat import RecordingReader, RecordingWriter, TopicInfo, read_trailer
+from ridehail.replay.fileformat import TopicInfo
 from ridehail.replay.recorder import Recorder
-from ridehail.replay.replayer import REPLAY_HEADER, Replayer, ReplayError, ReplayOptions, TimeBound
+from ridehail.replay.recording_reader import RecordingReader, read_trailer
+from ridehail.replay.recording_writer import RecordingWriter
+from ridehail.replay.replay_options import ReplayError, ReplayOptions, TimeBound
+from ridehail.replay.replayer import REPLAY_HEADER, Replayer
 from ridehail.replay.statehash import hash_rows, state_hash
 
 pytestmark = pytest.mark.integration

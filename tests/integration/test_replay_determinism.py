@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ridehail.harness.determinism import run_determinism_check
-from ridehail.replay.fileformat import RecordingReader
+from ridehail.replay.recording_reader import RecordingReader
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,9 @@ from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.harness.scratch import private_broker
 from ridehail.harness.services import running_matching, wait_until
 from ridehail.matching.settings import MatchingSettings
-from ridehail.replay.fileformat import RecordingReader
-from ridehail.replay.replayer import Replayer, ReplayOptions
+from ridehail.replay.recording_reader import RecordingReader
+from ridehail.replay.replay_options import ReplayOptions
+from ridehail.replay.replayer import Replayer
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from ridehail.domain.events import (
 )
 from ridehail.domain.roads import RoadGraph
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
-from ridehail.simulator.fleet import Fleet, FleetConfig
+from ridehail.simulator.drivers import FleetConfig
+from ridehail.simulator.fleet import Fleet
 from ridehail.simulator.legs import remainder_to_next_node
 from ridehail.simulator.riders import RiderSimulator
 from ridehail.simulator.runtime import FleetRunner, make_consumer

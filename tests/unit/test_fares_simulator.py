@@ -10,7 +10,8 @@ from ridehail.common.tariff import current_tariff
 from ridehail.domain.events import LatLon, RideCompleted
 from ridehail.domain.fares import compute_fare
 from ridehail.domain.roads import RoadGraph
-from ridehail.simulator.fleet import Fleet, FleetConfig
+from ridehail.simulator.drivers import FleetConfig
+from ridehail.simulator.fleet import Fleet
 
 
 @pytest.mark.parametrize("surge", [None, 1.7])

@@ -15,7 +15,8 @@ from scipy.spatial import cKDTree
 
 from ridehail.domain.events import DriverLocation, LatLon, RideArrived, RideCompleted, RidePickedUp
 from ridehail.domain.roads import RoadGraph, haversine_m
-from ridehail.simulator.fleet import AssignmentRejected, Fleet, FleetConfig, Status
+from ridehail.simulator.drivers import AssignmentRejected, FleetConfig, Status
+from ridehail.simulator.fleet import Fleet
 from ridehail.simulator.legs import Cursor, Leg, _arr, _iarr, advance, distance_at, position
 
 M_PER_DEG = 111_195.0

@@ -15,7 +15,8 @@ from ridehail.domain.cancellation import DEFAULT_POLICY, cancellation_fee
 from ridehail.domain.events import LatLon, RideCancelled, RideOfferAnswered
 from ridehail.domain.roads import RoadGraph
 from ridehail.matching.offers import OfferStats
-from ridehail.simulator.fleet import AssignmentRejected, Fleet, FleetConfig
+from ridehail.simulator.drivers import AssignmentRejected, FleetConfig
+from ridehail.simulator.fleet import Fleet
 
 CANCEL_GRACE_S = DEFAULT_POLICY.grace_s
 CANCELLATION_FEE = DEFAULT_POLICY.fee

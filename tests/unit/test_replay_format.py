@@ -17,12 +17,11 @@ from ridehail.replay.fileformat import (
     PREAMBLE_LEN,
     Record,
     RecordingError,
-    RecordingReader,
-    RecordingWriter,
     TopicInfo,
     pack_frame,
-    read_trailer,
 )
+from ridehail.replay.recording_reader import RecordingReader, read_trailer
+from ridehail.replay.recording_writer import RecordingWriter
 
 try:
     import zstandard  # noqa: F401

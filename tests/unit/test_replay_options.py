@@ -7,13 +7,7 @@ import pytest
 
 from ridehail.domain.events import DriverLocation, EventDecoder, encode
 from ridehail.replay.recorder import parse_duration
-from ridehail.replay.replayer import (
-    TimeBound,
-    parse_speed,
-    parse_time_bound,
-    parse_topic_map,
-    rewrite_event_ts,
-)
+from ridehail.replay.replay_options import TimeBound, parse_speed, parse_time_bound, parse_topic_map, rewrite_event_ts
 from ridehail.replay.statehash import hash_rows
 
 

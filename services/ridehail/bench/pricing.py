@@ -80,7 +80,8 @@ def _produce(bootstrap: str, drivers: int, pings_per_driver: int, requests: int,
 
 
 async def _consume(bootstrap: str, total: int) -> dict[str, Any]:
-    from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
+    from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
+    from ridehail.common.kafka import EventProducer
     from ridehail.domain.events import DriverLocation, EventDecoder, RideRequested
     from ridehail.domain.surge import SurgeBook
     from ridehail.domain.topics import DRIVER_LOCATION, RIDE_REQUEST

@@ -29,8 +29,10 @@ from ridehail.common.topics import ensure_topics
 from ridehail.domain.events import DriverLocation, encode
 from ridehail.domain.geo import SERVICE_AREA
 from ridehail.domain.topics import DRIVER_LOCATION, TopicSpec
-from ridehail.replay.fileformat import RecordingWriter, TopicInfo
-from ridehail.replay.replayer import Replayer, ReplayOptions
+from ridehail.replay.fileformat import TopicInfo
+from ridehail.replay.recording_writer import RecordingWriter
+from ridehail.replay.replay_options import ReplayOptions
+from ridehail.replay.replayer import Replayer
 
 BASE_TS = 1_764_000_000_000
 

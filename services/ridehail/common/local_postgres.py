@@ -151,8 +151,9 @@ class LocalPostgres:
         if self.user is not None:
             if not _traversable_by(self.pgdata.parent, self.user):
                 raise LocalPostgresError(
-                    f"the PostgreSQL user {self.user!r} cannot reach {self.pgdata} (a parent folder is closed to "
-                    "other users): set RIDEHAIL_STATE_DIR to a folder outside it, e.g. /var/tmp/ridehail"
+                    f"the PostgreSQL user {self.user!r} cannot reach {self.pgdata}: a parent folder is closed to "
+                    "other users (open it with chmod o+x or use another folder; for `ridehail up`, set "
+                    "RIDEHAIL_STATE_DIR, e.g. to /var/tmp/ridehail)"
                 )
             shutil.chown(self.pgdata, self.user, self.user)
         self.pgdata.chmod(0o700)

@@ -29,7 +29,8 @@ from ridehail.common.ports import free_port
 from ridehail.domain.topics import TOPICS
 from ridehail.harness.scratch import private_broker, scratch_database, scratch_server
 from ridehail.replay.recorder import Recorder
-from ridehail.replay.replayer import Replayer, ReplayOptions
+from ridehail.replay.replay_options import ReplayOptions
+from ridehail.replay.replayer import Replayer
 from ridehail.replay.statehash import StateHash, state_hash
 
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ridehail.common.batch_consumer import Decoded, Rejected
 from ridehail.common.db import transaction
-from ridehail.common.kafka import Decoded, Rejected
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, event_type
 from ridehail.domain.geo import SERVICE_AREA

@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ridehail.common.batch_consumer import BatchConsumer
 from ridehail.common.db import make_engine, make_sessionmaker, ping, wait_for_database
 from ridehail.common.health import health_app, make_server
-from ridehail.common.kafka import BatchConsumer, EventProducer
+from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.outbox import OutboxRelay
 from ridehail.common.service import run_service

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ridehail.common.kafka import Decoded, message_headers
+from ridehail.common.batch_consumer import Decoded
+from ridehail.common.kafka import message_headers
 from ridehail.domain.topics import REPLAY_HEADER
 
 BIGINT_MAX = 2**63 - 1

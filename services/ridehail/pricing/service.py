@@ -17,9 +17,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
 from ridehail.common.db import make_engine, make_sessionmaker, ping, transaction
 from ridehail.common.health import health_app, make_server
-from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
+from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.topics import wait_for_topics
 from ridehail.domain.events import DriverLocation, EventDecoder, RideRequested, SurgeChanged, encode, now_ms

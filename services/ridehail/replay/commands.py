@@ -136,8 +136,7 @@ def replay(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ridehail.replay.fileformat import RecordingError
-    from ridehail.replay.replayer import (
-        Replayer,
+    from ridehail.replay.replay_options import (
         ReplayError,
         ReplayOptions,
         ReplayProgress,
@@ -145,6 +144,7 @@ def replay(
         parse_time_bound,
         parse_topic_map,
     )
+    from ridehail.replay.replayer import Replayer
 
     _configure_logging()
     console = Console(stderr=True)

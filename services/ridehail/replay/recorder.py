@@ -26,7 +26,8 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 
 from ridehail.common.kafka import consumer_config, message_headers
 from ridehail.common.logging import get_logger
-from ridehail.replay.fileformat import RecordingWriter, TopicInfo
+from ridehail.replay.fileformat import TopicInfo
+from ridehail.replay.recording_writer import RecordingWriter
 
 log = get_logger(__name__)
 

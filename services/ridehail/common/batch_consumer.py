@@ -1,0 +1,263 @@
+"""The batch consumer every ridehail service uses: takes up to N messages or T ms, dead-letters
+what cannot be decoded or applied (original bytes + error headers on ``<topic>.dlq``), hands the
+rest to a handler that writes Postgres and commits, and only then stores the offsets. A failing
+handler is retried with backoff on the same batch: nothing is skipped, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from ridehail.common.kafka import EventProducer, Headers, _outage_log, consumer_config, message_headers
+from ridehail.common.logging import get_logger
+from ridehail.domain.events import Event, EventDecoder, EventError, now_ms
+
+log = get_logger(__name__)
+
+MESSAGES_CONSUMED = Counter("ridehail_consumer_messages_total", "Messages consumed", ["consumer"])
+MESSAGES_DEAD_LETTERED = Counter(
+    "ridehail_consumer_dead_letters_total", "Messages sent to a dead-letter topic", ["consumer"]
+)
+BATCH_SIZE = Histogram(
+    "ridehail_consumer_batch_size",
+    "Messages per consumer batch",
+    ["consumer"],
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000),
+)
+BATCH_SECONDS = Histogram("ridehail_consumer_batch_seconds", "Time to apply one batch (handler + commit)", ["consumer"])
+CONSUMER_LAG = Gauge("ridehail_consumer_lag", "Messages behind the partition end", ["consumer"])
+HANDLER_FAILURES = Counter(
+    "ridehail_consumer_handler_failures_total", "Batches that failed and were retried", ["consumer"]
+)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A message that decoded into an event, with the raw message kept for the DLQ."""
+
+    event: Event
+    message: Message
+
+
+@dataclass(slots=True)
+class Rejected:
+    message: Message
+    reason: str
+
+
+BatchHandler = Callable[[list[Decoded]], Awaitable[list[Rejected]]]
+
+
+def dead_letter_headers(msg: Message, reason: str, consumer: str) -> Headers:
+    headers = message_headers(msg)
+    headers += [
+        ("error.reason", reason.encode()[:1000]),
+        ("error.consumer", consumer.encode()),
+        ("error.topic", (msg.topic() or "").encode()),
+        ("error.partition", str(msg.partition()).encode()),
+        ("error.offset", str(msg.offset()).encode()),
+        ("error.ts", str(now_ms()).encode()),
+    ]
+    return headers
+
+
+@dataclass
+class ConsumerStats:
+    consumed: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    lag: int = 0
+    last_batch_at: float = 0.0
+    healthy: bool = False
+    partitions: set[tuple[str, int]] = field(default_factory=set)
+
+
+class BatchConsumer:
+    """Consume -> decode -> handler (DB transaction) -> store offsets, in that order, forever."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        decoder: EventDecoder,
+        handler: BatchHandler,
+        dlq_producer: EventProducer,
+        name: str,
+        batch_max: int = 5000,
+        batch_timeout_ms: int = 100,
+        max_message_bytes: int = 64 * 1024,
+        **overrides: Any,
+    ) -> None:
+        self.name = name
+        self._conf = consumer_config(
+            bootstrap,
+            group_id,
+            name,
+            stats_cb=self._on_stats,
+            error_cb=self._on_error,
+            **overrides,
+        )
+        self._topics = list(topics)
+        self._decoder = decoder
+        self._handler = handler
+        self._dlq = dlq_producer
+        self._batch_max = batch_max
+        self._batch_timeout_s = batch_timeout_ms / 1000
+        self._max_bytes = max_message_bytes
+        self._consumer: Consumer | None = None
+        self._fatal = threading.Event()
+        self.stats = ConsumerStats()
+
+    # -- callbacks (librdkafka threads / consume thread) ---------------------------------------------
+    def _on_stats(self, raw: str) -> None:
+        try:
+            stats = json.loads(raw)
+            lag = 0
+            for topic in stats.get("topics", {}).values():
+                for pid, part in topic.get("partitions", {}).items():
+                    if pid != "-1" and part.get("consumer_lag", -1) >= 0:
+                        lag += part["consumer_lag"]
+            self.stats.lag = lag
+            CONSUMER_LAG.labels(self.name).set(lag)
+        except (ValueError, KeyError, TypeError):
+            pass
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("consumer_fatal_error", consumer=self.name, error=err.str())
+            self._fatal.set()
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.stats.healthy = False
+            if _outage_log.allow(self.name):
+                log.warning("broker_unreachable", consumer=self.name, error=err.str())
+
+    def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.partitions |= {(p.topic, p.partition) for p in partitions}
+        log.info("partitions_assigned", consumer=self.name, count=len(partitions))
+
+    def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.partitions -= {(p.topic, p.partition) for p in partitions}
+        log.info("partitions_revoked", consumer=self.name, count=len(partitions))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _create(self) -> Consumer:
+        consumer = Consumer(self._conf)
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return consumer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self._consumer = self._create()
+        try:
+            while not stop.is_set():
+                if self._fatal.is_set():
+                    await loop.run_in_executor(None, self._consumer.close)
+                    self._consumer = self._create()
+                    self._fatal.clear()
+                    log.warning("consumer_recreated", consumer=self.name)
+                consumer = self._consumer
+                messages = await loop.run_in_executor(None, consumer.consume, self._batch_max, self._batch_timeout_s)
+                if not messages:
+                    continue
+                await self._process(messages, stop)
+        finally:
+            consumer = self._consumer
+            self._consumer = None
+            await loop.run_in_executor(None, consumer.close)
+            log.info("consumer_closed", consumer=self.name)
+
+    async def _process(self, messages: list[Message], stop: asyncio.Event) -> None:
+        good: list[Decoded] = []
+        bad: list[Rejected] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume_error", consumer=self.name, error=err.str())
+                continue
+            value = msg.value()
+            if value is not None and len(value) > self._max_bytes:
+                bad.append(Rejected(msg, f"message too large: {len(value)} bytes > {self._max_bytes}"))
+                continue
+            try:
+                good.append(Decoded(self._decoder.decode(value), msg))
+            except EventError as exc:
+                bad.append(Rejected(msg, exc.reason))
+        delay = 0.2
+        while True:
+            started = time.perf_counter()
+            try:
+                rejected = await self._handler(good) if good else []
+                break
+            except Exception as exc:
+                HANDLER_FAILURES.labels(self.name).inc()
+                self.stats.healthy = False
+                log.warning("batch_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
+                if stop.is_set():
+                    return  # offsets not stored: the batch is consumed again after restart
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        bad.extend(rejected)
+        if bad:
+            for r in bad:
+                log.warning(
+                    "dead_lettered",
+                    consumer=self.name,
+                    topic=r.message.topic(),
+                    offset=r.message.offset(),
+                    reason=r.reason[:200],
+                )
+                self._dlq.produce(
+                    f"{r.message.topic()}.dlq",
+                    r.message.value() or b"",
+                    r.message.key(),
+                    dead_letter_headers(r.message, r.reason, self.name),
+                )
+            await self._dlq.flush_async()
+            MESSAGES_DEAD_LETTERED.labels(self.name).inc(len(bad))
+        self._store_offsets(messages)
+        n = len(messages)
+        self.stats.consumed += n
+        self.stats.dead_lettered += len(bad)
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+        self.stats.healthy = True
+        MESSAGES_CONSUMED.labels(self.name).inc(n)
+        BATCH_SIZE.labels(self.name).observe(n)
+
+    def _store_offsets(self, messages: list[Message]) -> None:
+        assert self._consumer is not None
+        last: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if msg.error() is None and topic is not None and partition is not None and offset is not None:
+                key = (topic, partition)
+                last[key] = max(last.get(key, -1), offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        if not offsets:
+            return
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            # Partition revoked meanwhile: its new owner re-applies (idempotently) from the last commit.
+            log.warning("store_offsets_failed", consumer=self.name, error=str(exc))
+
+    def commit_now(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    raise

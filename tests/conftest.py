@@ -22,7 +22,7 @@ from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.common.topics import ensure_topics
 from ridehail.harness import scratch
 
-pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack"]
+pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack", "tests.fixtures.cluster"]
 
 free_port = scratch.free_port
 

@@ -160,12 +160,14 @@ class LocalCluster:
             for s in specs
         }
 
-    def prepare(self) -> None:
+    def prepare(self, check_ports: bool = False) -> None:
         """Jars, layout, configs, formatted storage: everything but the processes."""
         if self.runtime is None:
             self.runtime = kafka_runtime(self.cache_root)
         if not self.nodes:
             self._load_or_create_layout()
+        if check_ports:
+            self._check_ports()
         specs = [n.spec for n in self.nodes.values()]
         for node in self.nodes.values():
             node.write_config(specs)
@@ -289,8 +291,7 @@ class LocalCluster:
 
     def start(self, timeout_s: float = 120.0) -> float:
         """Prepare, start every node, wait until healthy; seconds from the first JVM to healthy."""
-        self.prepare()
-        self._check_ports()
+        self.prepare(check_ports=True)
         started = time.monotonic()
         for node in self.nodes.values():
             node.start()

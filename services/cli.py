@@ -26,7 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 
 SERVICES = ("auth", "matching", "gateway", "simulator")
-PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments", "pricing")
+PLUGIN_MODULES = ("stack", "auth", "matching", "gateway", "simulator", "replay", "experiments", "pricing", "cluster")
 
 
 class Service(StrEnum):

@@ -105,6 +105,7 @@ SERVICE_SETTINGS_MODULES = (
     "ridehail.ingest.settings",
     "ridehail.pricing.settings",
     "ridehail.common.fares",
+    "ridehail.cluster.settings",
 )
 
 

@@ -93,6 +93,7 @@ class LocalCluster:
         self.nodes: dict[int, KafkaNode] = {}
         self.runtime: KafkaRuntime | None = None
         self._admin: AdminClient | None = None
+        self._node_admins: dict[int, AdminClient] = {}
 
     # -- layout --------------------------------------------------------------------------------------
     @property
@@ -192,6 +193,26 @@ class LocalCluster:
             )
         return self._admin
 
+    def node_answers(self, node_id: int, timeout_s: float = 3.0) -> bool:
+        """True when the node itself serves metadata on its client listener (not only when the
+        controller still lists it: a killed node stays registered until its session times out)."""
+        client = self._node_admins.get(node_id)
+        if client is None:
+            client = AdminClient(
+                {
+                    "bootstrap.servers": self.nodes[node_id].spec.address,
+                    "socket.connection.setup.timeout.ms": 2000,
+                    "log_level": 0,
+                    "error_cb": lambda _err: None,
+                }
+            )
+            self._node_admins[node_id] = client
+        try:
+            md = client.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return node_id in md.brokers and md.orig_broker_id == node_id
+
     def registered_brokers(self, timeout_s: float = 3.0) -> set[int]:
         try:
             return set(self.admin().list_topics(timeout=timeout_s).brokers)
@@ -243,7 +264,11 @@ class LocalCluster:
         while True:
             self._raise_if_dead(want)
             registered = self.registered_brokers()
-            if want <= registered and self.quorum_leader() is not None:
+            if (
+                want <= registered
+                and self.quorum_leader() is not None
+                and all(self.node_answers(i, 2.0) for i in sorted(want))
+            ):
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 missing = sorted(want - registered)
@@ -327,8 +352,8 @@ class LocalCluster:
         for node in self.nodes.values():
             if not node.wait_stopped(timeout_s):
                 node.kill()
-        if self._admin is not None:
-            self._admin = None
+        self._admin = None
+        self._node_admins.clear()
         (self.root / PIDS_FILE).unlink(missing_ok=True)
 
     def restart(self, timeout_s: float = 120.0) -> float:

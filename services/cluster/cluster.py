@@ -93,7 +93,6 @@ class LocalCluster:
         self.nodes: dict[int, KafkaNode] = {}
         self.runtime: KafkaRuntime | None = None
         self._admin: AdminClient | None = None
-        self._node_admins: dict[int, AdminClient] = {}
 
     # -- layout --------------------------------------------------------------------------------------
     @property
@@ -195,23 +194,20 @@ class LocalCluster:
 
     def node_answers(self, node_id: int, timeout_s: float = 3.0) -> bool:
         """True when the node itself serves metadata on its client listener (not only when the
-        controller still lists it: a killed node stays registered until its session times out)."""
-        client = self._node_admins.get(node_id)
-        if client is None:
-            client = AdminClient(
-                {
-                    "bootstrap.servers": self.nodes[node_id].spec.address,
-                    "socket.connection.setup.timeout.ms": 2000,
-                    "log_level": 0,
-                    "error_cb": lambda _err: None,
-                }
-            )
-            self._node_admins[node_id] = client
+        controller still lists it: a killed node stays registered until its session times out).
+        A fresh client bootstrapped with that one address: its first request can only go there."""
+        client = AdminClient(
+            {
+                "bootstrap.servers": self.nodes[node_id].spec.address,
+                "socket.connection.setup.timeout.ms": 2000,
+                "log_level": 0,
+                "error_cb": lambda _err: None,
+            }
+        )
         try:
-            md = client.list_topics(timeout=timeout_s)
+            return node_id in client.list_topics(timeout=timeout_s).brokers
         except KafkaException:
             return False
-        return node_id in md.brokers and md.orig_broker_id == node_id
 
     def registered_brokers(self, timeout_s: float = 3.0) -> set[int]:
         try:
@@ -264,17 +260,15 @@ class LocalCluster:
         while True:
             self._raise_if_dead(want)
             registered = self.registered_brokers()
-            if (
-                want <= registered
-                and self.quorum_leader() is not None
-                and all(self.node_answers(i, 2.0) for i in sorted(want))
-            ):
+            silent = [i for i in sorted(want) if i in registered and not self.node_answers(i, 2.0)]
+            if want <= registered and not silent and self.quorum_leader() is not None:
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 missing = sorted(want - registered)
-                logs = ", ".join(str(self.nodes[i].spec.log_file) for i in missing) or "-"
+                logs = ", ".join(str(self.nodes[i].spec.log_file) for i in sorted({*missing, *silent})) or "-"
                 raise ClusterError(
-                    f"kafka cluster not healthy after {timeout_s:.0f}s: brokers {missing} not registered "
+                    f"kafka cluster not healthy after {timeout_s:.0f}s: brokers {missing} not registered, "
+                    f"{silent} not answering on their own listener "
                     f"(controller elected: {self.quorum_leader() is not None}); logs: {logs}"
                 )
             time.sleep(0.3)
@@ -353,7 +347,6 @@ class LocalCluster:
             if not node.wait_stopped(timeout_s):
                 node.kill()
         self._admin = None
-        self._node_admins.clear()
         (self.root / PIDS_FILE).unlink(missing_ok=True)
 
     def restart(self, timeout_s: float = 120.0) -> float:

@@ -29,6 +29,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - th
         """Format (first time), start and watch a local cluster; print its bootstrap; Ctrl-C stops it."""
         import shutil
 
+        from ridehail.cluster.cluster import running_cluster
         from ridehail.cluster.errors import ClusterError
         from ridehail.cluster.settings import ClusterSettings
         from ridehail.cluster.stack import ManagedCluster, cluster_from_settings
@@ -38,6 +39,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - th
         settings = load_settings(ClusterSettings)
         configure_logging("WARNING", settings.log_format, service="kafka")
         root = settings.kafka_state_dir
+        found = running_cluster(root)
+        if found is not None:
+            typer.echo(
+                f"a local Kafka cluster already runs from {root} "
+                f"(pids {found['pids']}, bootstrap {found['bootstrap']})",
+                err=True,
+            )
+            raise typer.Exit(1)
         if fresh and root.exists():
             shutil.rmtree(root)
         stop = threading.Event()

@@ -1,6 +1,7 @@
 """`ridehail up` on the local Apache Kafka cluster (RIDEHAIL_BROKER=kafka): three broker JVMs
 under the stack, topics replicated three times with min.insync.replicas=2, pings reach
-Postgres, and Ctrl-C stops the services and every Kafka node (nothing left behind)."""
+Postgres, a killed node is reported and started again, and Ctrl-C stops the services and every
+Kafka node (nothing left behind)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,17 @@ def test_up_runs_on_the_local_kafka_cluster_and_stops_every_node(tmp_path: Path)
         while asyncio.run(_drivers_in_db(stack.database_url)) < 30:
             assert time.monotonic() < deadline, "pings did not reach the drivers table within 60 s"
             time.sleep(0.5)
+
+        # A node that dies is reported and started again by the stack (the cluster keeps serving).
+        jvms[0].kill()
+        deadline = time.monotonic() + 30
+        while "restarting kafka node" not in stack.text():
+            assert time.monotonic() < deadline, "the death of a Kafka node was not reported"
+            time.sleep(0.2)
+        while len([p for p in stack.descendants() if "kafka.Kafka" in " ".join(p.cmdline())]) < 3:
+            assert time.monotonic() < deadline, "the dead Kafka node was not started again"
+            time.sleep(0.2)
+        children = stack.descendants()
 
         took = stack.stop(timeout_s=60)
         assert took < 45, f"stopping took {took:.1f}s"

@@ -23,7 +23,12 @@ from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.common.topics import ensure_topics
 from ridehail.harness import scratch
 
-pytest_plugins = ["tests.fixtures.auth", "tests.fixtures.stack", "tests.integration.ws_support"]
+pytest_plugins = [
+    "tests.fixtures.auth",
+    "tests.fixtures.stack",
+    "tests.fixtures.cluster",
+    "tests.integration.ws_support",
+]
 
 
 # The session's own databases come from the fixtures below; a RIDEHAIL_DATABASE_URL left in the

@@ -27,6 +27,7 @@ STACK_ORDER: tuple[str, ...] = tuple(s.name for s in SERVICES if s.in_stack)
 SETTINGS_MODULES: tuple[str, ...] = (
     *(f"ridehail.{s.name}.settings" for s in SERVICES),
     "ridehail.common.tariff",
+    "ridehail.cluster.settings",
 )
 
 

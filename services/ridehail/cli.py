@@ -14,6 +14,7 @@ import typer
 from ridehail.auth import commands as auth_commands
 from ridehail.bench import commands as bench_commands
 from ridehail.catalog import SERVICES
+from ridehail.cluster import commands as cluster_commands
 from ridehail.replay import commands as replay_commands
 from ridehail.simulator import commands as simulator_commands
 from ridehail.stack import commands as stack_commands
@@ -101,6 +102,7 @@ def broker(port: int = typer.Option(None, help="Port (default RIDEHAIL_BROKER_PO
 
 
 stack_commands.register(app)
+cluster_commands.register(app)
 auth_commands.register(app)
 simulator_commands.register(app)
 replay_commands.register(app)

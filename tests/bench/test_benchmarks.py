@@ -55,3 +55,31 @@ def test_bench_writes_its_documented_keys(name: str, tmp_path: Path) -> None:
     for key in keys:
         assert key in data, f"bench {name} wrote no {key}"
         assert isinstance(data[key], int | float), f"{key} = {data[key]!r}"
+
+
+@pytest.mark.parametrize(
+    ("broker", "scenarios"),
+    [("tansu", "broker"), ("kafka", "broker-1-of-3,broker-2-of-3,partition-1-of-3,cluster-restart")],
+)
+def test_outage_bench_writes_its_documented_keys(broker: str, scenarios: str, tmp_path: Path) -> None:
+    out = tmp_path / f"outage-{broker}.json"
+    args = ["--broker", broker, "--scenarios", scenarios, "--paths", "kafka", "--outage-seconds", "5", "--rate", "50"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ridehail.cli", "bench", "outage", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["broker"]["kind"] == broker and data["broker"]["label"]
+    assert "load_avg_at_start" in data["machine"]
+    assert [s["scenario"] for s in data["scenarios"]] == scenarios.split(",")
+    for scenario in data["scenarios"]:
+        (path,) = scenario["paths"]
+        assert path["path"] == "kafka"
+        for key in ("lost", "lost_after_accept", "backlog_peak", "producer_stall_s", "no_accept_s"):
+            assert isinstance(path[key], int | float), f"{key} = {path[key]!r}"
+        assert "catch_up_s" in path
+        if broker == "kafka":
+            assert path["lost_after_accept"] == 0, scenario

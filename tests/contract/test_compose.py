@@ -1,5 +1,6 @@
 """docker-compose.yml is consistent: it parses, every service command is a real `ridehail`
-subcommand, images are pinned, health gates start-up, and the whole stack fits in 2 GB.
+subcommand, images are pinned, health gates start-up, and the whole stack fits in 2 GB; its
+`cluster` profile is a replicated 3-node KRaft cluster (RF 3, min.insync.replicas=2) in 1.5 GB.
 (No Docker engine runs here, so this checks the file, not containers.)"""
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def _memory_mb(value: str) -> float:
     return float(m.group(1)) * (1024 if m.group(2) == "G" else 1)
 
 
-def test_docker_compose_config_validates() -> None:
+@pytest.mark.parametrize("profile", [None, "cluster"])
+def test_docker_compose_config_validates(profile: str | None) -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose (Debian package) not installed; scripts/bootstrap.sh --test installs it")
+    profile_args = ["--profile", profile] if profile else []
     result = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=project_root()
+        [binary, "-f", str(COMPOSE), *profile_args, "config", "-q"], capture_output=True, text=True, cwd=project_root()
     )
     assert result.returncode == 0, result.stderr
 
@@ -52,7 +55,7 @@ def test_every_app_command_is_a_real_ridehail_subcommand(compose: dict[str, Any]
                 commands += [part.split()[1:] for part in script.split("&&")]
             else:
                 commands.append(list(svc["command"]))
-            assert name in {"migrate", "auth", "matching", "pricing", "gateway", "simulator"}
+            assert name in {"migrate", "auth", "matching", "pricing", "gateway", "simulator", "topics-cluster"}
     assert ["serve", "gateway"] in commands and ["db", "upgrade"] in commands
     for argv in commands:
         result = runner.invoke(app, [*argv, "--help"])
@@ -79,8 +82,41 @@ def test_whole_stack_stays_under_two_gigabytes(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         limit = svc.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")
         assert limit, f"{name} has no memory limit"
-        total += _memory_mb(limit)
+        if not svc.get("profiles"):  # the default stack; the cluster profile is checked below
+            total += _memory_mb(limit)
     assert total < 2048, f"memory limits add up to {total:.0f} MB"
+
+
+def test_cluster_profile_is_a_replicated_kraft_cluster(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nodes = {name: svc for name, svc in services.items() if name.startswith("kafka-")}
+    assert sorted(nodes) == ["kafka-1", "kafka-2", "kafka-3"]
+    envs = {name: svc["environment"] for name, svc in nodes.items()}
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs.values()}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert sorted(int(env["KAFKA_NODE_ID"]) for env in envs.values()) == [1, 2, 3]
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1
+    for name, svc in nodes.items():
+        env = envs[name]
+        assert svc["profiles"] == ["cluster"]
+        assert re.fullmatch(r"apache/kafka:\d[\w.-]*", svc["image"])
+        assert "controller" in env["KAFKA_PROCESS_ROLES"] and "broker" in env["KAFKA_PROCESS_ROLES"]
+        assert f"PLAINTEXT://{name}:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert "healthcheck" in svc
+    volumes = [svc["volumes"][0].split(":")[0] for svc in nodes.values()]
+    assert len(set(volumes)) == 3, "each node needs its own durable volume"
+    memory = sum(_memory_mb(svc["deploy"]["resources"]["limits"]["memory"]) for svc in nodes.values())
+    assert memory <= 1536, f"the three nodes' memory limits add up to {memory:.0f} MB"
+    topics = services["topics-cluster"]
+    assert topics["profiles"] == ["cluster"]
+    assert all(topics["depends_on"][n]["condition"] == "service_healthy" for n in nodes)
+    assert topics["environment"]["RIDEHAIL_KAFKA_BOOTSTRAP"] == "kafka-1:19092,kafka-2:19092,kafka-3:19092"
 
 
 def test_kafka_is_durable_kraft_with_container_and_host_listeners(compose: dict[str, Any]) -> None:

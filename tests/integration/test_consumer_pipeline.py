@@ -1,5 +1,8 @@
 """The shared Kafka clients against the real broker and Postgres: commit-after-write, DLQ,
-retry on failure, resume after a crash with nothing lost and nothing applied twice."""
+retry on failure, resume after a crash with nothing lost and nothing applied twice.
+
+Every test runs twice: on the embedded tansu broker and on the local 3-node Apache Kafka cluster
+(RF 3, min.insync.replicas=2), through the ``broker`` fixture below."""
 
 from __future__ import annotations
 
@@ -19,6 +22,14 @@ from ridehail.domain import events
 from ridehail.domain.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def broker(broker: str, broker_kind: str, request: pytest.FixtureRequest) -> str:
+    """The session's tansu broker, or the session's Kafka cluster (``broker_kind`` is parametrised)."""
+    if broker_kind == "kafka":
+        return str(request.getfixturevalue("kafka_cluster").bootstrap)
+    return broker
 
 
 @pytest.fixture

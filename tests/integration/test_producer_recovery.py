@@ -1,5 +1,10 @@
-"""The embedded broker forgets everything on restart; an idempotent producer then dies with a fatal
-UNKNOWN_PRODUCER_ID (or stalls). EventProducer must recreate itself and deliver again."""
+"""A broker restart under an idempotent producer, on both brokers.
+
+* tansu forgets everything on restart; the idempotent producer then dies with a fatal
+  UNKNOWN_PRODUCER_ID (or stalls). EventProducer must recreate itself and deliver again.
+* the local Kafka cluster (every node stopped, then started): the same producer delivers again
+  by itself, and every record acknowledged before the restart is still there afterwards.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import asyncio
 import uuid
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from ridehail.cluster.cluster import LocalCluster
 from ridehail.common.broker import start_broker, stop_process
 from ridehail.common.kafka import EventProducer
 from ridehail.common.ports import free_port
 from ridehail.common.topics import ensure_topics
+from ridehail.domain.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +36,30 @@ async def _send_until_delivered(producer: EventProducer, topic: str, timeout_s: 
                 await asyncio.sleep(0.5)
 
 
+def _read_all(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        out: list[bytes] = []
+        positions = dict.fromkeys(highs, 0)
+        for _ in range(400):
+            if all(positions[p] >= highs[p] for p in highs):
+                break
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                out.append(m.value() or b"")
+                positions[m.partition()] = m.offset() + 1
+        return out
+    finally:
+        c.close()
+
+
 async def test_producer_delivers_again_after_a_broker_restart() -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     broker = start_broker(port=port)
     topic = f"test.restart.{uuid.uuid4().hex[:6]}"
-    from ridehail.domain.topics import TopicSpec
-
     spec = [TopicSpec(topic, 2, "k", "test")]
     ensure_topics(bootstrap, spec)
     producer = EventProducer(bootstrap, "restart-test", **{"message.timeout.ms": 10000})
@@ -56,3 +80,31 @@ async def test_producer_delivers_again_after_a_broker_restart() -> None:
     finally:
         producer.close(2)
         stop_process(broker)
+
+
+async def test_producer_delivers_again_after_a_cluster_restart_and_nothing_acknowledged_is_lost(
+    healthy_cluster: LocalCluster,
+) -> None:
+    bootstrap = healthy_cluster.bootstrap
+    topic = f"test.restart.{uuid.uuid4().hex[:6]}"
+    ensure_topics(bootstrap, [TopicSpec(topic, 3, "k", "test")])
+    producer = EventProducer(bootstrap, "cluster-restart-test")
+    try:
+        for i in range(50):
+            await producer.send(topic, f"before-{i}".encode(), key=str(i % 5))
+        await asyncio.to_thread(healthy_cluster.stop)
+        for i in range(20):  # produced while every node is down: held by the producer
+            producer.produce(topic, f"during-{i}".encode(), key="k")
+        await asyncio.to_thread(healthy_cluster.restart)
+        await _send_until_delivered(producer, topic, timeout_s=90)
+        for i in range(20):
+            await asyncio.wait_for(producer.send(topic, f"later-{i}".encode(), key="k"), timeout=30)
+        assert producer.close(30) == 0
+        values = await asyncio.to_thread(_read_all, bootstrap, topic, 3)
+        for i in range(50):  # durable: what was acknowledged before the restart survived it
+            assert f"before-{i}".encode() in values
+        for i in range(20):  # the records held during the outage were delivered after it, once each
+            assert values.count(f"during-{i}".encode()) == 1
+        assert values.count(b"after-restart") >= 1
+    finally:
+        producer.close(2)

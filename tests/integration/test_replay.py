@@ -162,18 +162,15 @@ def test_speed_scales_the_original_spacing(broker: str, tmp_path: Path, speed: f
     ).run()
     assert result.sent == len(stamps) and len(result.lateness_ms) == len(stamps)
     assert min(result.lateness_ms) >= 0.0  # never early
-    # ... and never grossly late: the bench measures a p99 of a few ms; this bound only has to
-    # survive a loaded CI machine, while a replay that ignored the spacing would miss it by seconds.
+    # ... and never grossly late (bench p99: a few ms; the bound survives a loaded CI machine)
     assert max(result.lateness_ms) <= MAX_LATENESS_MS, list(result.lateness_ms)
     replayed = sorted(consume_all(broker, topic, len(stamps)), key=lambda m: m.offset())
     sent_at = [m.timestamp()[1] for m in replayed]
     assert [orjson.loads(m.value())["i"] for m in replayed] == list(range(len(stamps)))
     for i in range(1, len(stamps)):
         scaled = (stamps[i] - stamps[0]) / speed
-        # nothing leaves before its scaled time (broker timestamps have 1 ms resolution) ...
-        assert sent_at[i] - sent_at[0] >= scaled - 1
-        # ... nor long after it
-        assert sent_at[i] - sent_at[0] <= scaled + MAX_LATENESS_MS
+        # nothing leaves before its scaled time (broker timestamps have 1 ms resolution), nor long after
+        assert scaled - 1 <= sent_at[i] - sent_at[0] <= scaled + MAX_LATENESS_MS
 
 
 def test_time_range_uses_record_timestamps_in_the_file(broker: str, tmp_path: Path) -> None:

@@ -20,6 +20,14 @@ from ridehail.domain.topics import TopicSpec, all_topic_specs
 log = get_logger(__name__)
 
 
+def replication_for_cluster(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic config for a cluster of ``brokers``: 3 replicas with
+    ``min.insync.replicas=2`` from three brokers on (a replicated Kafka), else one copy (tansu)."""
+    if brokers >= 3:
+        return 3, {"min.insync.replicas": "2"}
+    return 1, {}
+
+
 def ensure_topics(
     bootstrap: str, specs: list[TopicSpec] | None = None, timeout_s: float = 30.0, quiet: bool = False
 ) -> list[str]:
@@ -42,8 +50,12 @@ def ensure_topics(
     missing = [s for s in specs if s.name not in existing]
     created: list[str] = []
     if missing:
+        replicas, config = replication_for_cluster(len(admin.list_topics(timeout=min(5.0, timeout_s)).brokers))
         futures = admin.create_topics(
-            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing],
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=replicas, config=config)
+                for s in missing
+            ],
             operation_timeout=timeout_s,
         )
         for name, fut in futures.items():

@@ -1,6 +1,7 @@
 """Start broker, Postgres, migrations, topics and every service; watch them; stop them all.
 
-Order: broker (unless RIDEHAIL_KAFKA_BOOTSTRAP is set) -> Postgres (RIDEHAIL_DATABASE_URL, else
+Order: broker (unless RIDEHAIL_KAFKA_BOOTSTRAP is set: the embedded tansu, or with
+RIDEHAIL_BROKER=kafka the local replicated Kafka cluster, started or reused) -> Postgres (RIDEHAIL_DATABASE_URL, else
 127.0.0.1:5432, else embedded) -> migrations -> topics -> auth, matching, pricing, gateway, simulator.
 A child that dies is reported loudly and restarted with backoff (at most 5 times a minute);
 past that the whole stack stops with an error instead of flapping silently.
@@ -20,6 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ridehail.catalog import BY_NAME, SERVICES, STACK_ORDER, port_setting
+from ridehail.cluster.errors import ClusterError
+from ridehail.cluster.settings import ClusterSettings
+from ridehail.cluster.stack import ManagedCluster, wants_local_cluster
 from ridehail.common.broker import broker_command, wait_for_port
 from ridehail.common.local_postgres import LocalPostgres
 from ridehail.common.ports import port_is_free
@@ -83,6 +87,7 @@ class Stack:
         self.console = console or Console(stderr=False, highlight=False)
         self.children: list[Child] = []
         self.broker: Child | None = None
+        self.cluster: ManagedCluster | None = None  # the local Kafka cluster (RIDEHAIL_BROKER=kafka)
         self.database_url = ""
         self.bootstrap = settings.bootstrap
         self._pg_handle: LocalPostgres | None = None
@@ -98,10 +103,17 @@ class Stack:
         from ridehail.common.postgres import DatabaseUnavailable, resolve_database_url
         from ridehail.common.topics import ensure_topics
 
-        embedded_broker = self.settings.kafka_bootstrap is None
+        local_cluster = self.settings.kafka_bootstrap is None and wants_local_cluster()
+        embedded_broker = self.settings.kafka_bootstrap is None and not local_cluster
         check_ports(self.settings, self.options.services, embedded_broker)
         color = sys.stdout.isatty()
-        if embedded_broker:
+        if local_cluster:
+            try:
+                self.cluster = ManagedCluster.start_or_reuse(ClusterSettings(), self.say)
+            except ClusterError as exc:
+                raise StackError(str(exc)) from None
+            self.bootstrap = self.cluster.bootstrap
+        elif embedded_broker:
             self.say(f"starting the embedded broker (tansu, memory storage) on {self.bootstrap}")
             self.broker = Child(
                 "broker",
@@ -217,6 +229,8 @@ class Stack:
         """Restart dead children with backoff until asked to stop; return the exit code."""
         color = sys.stdout.isatty()
         while not self._stop.wait(0.5):
+            if self.cluster is not None and not self.cluster.tick():
+                return 1
             for child in [*self.children, *([self.broker] if self.broker else [])]:
                 code = child.exit_code()
                 if code is None or child.stopping:
@@ -247,6 +261,8 @@ class Stack:
         stop_all(self.children, STOP_TIMEOUT_S, self.say)
         if self.broker is not None:
             stop_all([self.broker], 2.0, self.say)
+        if self.cluster is not None:
+            self.cluster.stop()
         if self._pg_handle is not None:
             try:
                 self._pg_handle.stop()

@@ -59,7 +59,16 @@ def register(bench: typer.Typer) -> None:
         outage_seconds: float = typer.Option(30.0, "--outage-seconds", help="How long each component stays down."),
         rate: float = typer.Option(300.0, "--rate", help="Pings per second offered on each path."),
         scenarios: str = typer.Option(
-            "consumer,postgres,broker", "--scenarios", help="What to stop: consumer, postgres, broker."
+            None,
+            "--scenarios",
+            help="What to stop. --broker tansu: consumer, postgres, broker (default: all three). --broker kafka: "
+            "broker-1-of-3, broker-2-of-3, partition-1-of-3, cluster-restart (default: all four).",
+        ),
+        broker: str = typer.Option(
+            "tansu",
+            "--broker",
+            help="tansu: the embedded broker (in memory, one node); kafka: a local 3-node Apache Kafka cluster "
+            "(RF 3, min.insync.replicas=2; needs Java 17 + Maven; the partition scenario needs root).",
         ),
         paths: str = typer.Option(
             "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to load at once."
@@ -68,7 +77,7 @@ def register(bench: typer.Typer) -> None:
             10.0, "--retry-seconds", help="REST clients retry a ping on 503/connection errors until it is this old."
         ),
     ) -> None:
-        """Stop matching, then Postgres, then the broker under steady load: accepted, lost, catch-up."""
+        """Stop matching, Postgres or the broker (tansu), or break the Kafka cluster, under load: lost, stall."""
         from ridehail.bench.experiments.outage_bench import run_outage_bench
         from ridehail.bench.experiments.report import outage_table, plot_outage
         from ridehail.common.logging import configure_logging
@@ -76,11 +85,12 @@ def register(bench: typer.Typer) -> None:
         configure_logging("WARNING")
         try:
             result = run_outage_bench(
-                tuple(s.strip() for s in scenarios.split(",") if s.strip()),
+                tuple(s.strip() for s in scenarios.split(",") if s.strip()) if scenarios else None,
                 tuple(p.strip() for p in paths.split(",") if p.strip()),
                 outage_seconds,
                 rate,
                 retry_seconds,
+                broker,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from ridehail.bench.experiments.cluster_infra import PrivateCluster
 from ridehail.bench.experiments.infra import (
     CpuMeter,
     PrivateBroker,
@@ -42,7 +43,7 @@ MATCHING_CONSUMER = "matching-locations"
 class BenchEnvironment:
     root: Path
     postgres: PrivatePostgres
-    broker: PrivateBroker
+    broker: PrivateBroker | PrivateCluster
     matching: ServiceProcess
     edges: dict[str, ServiceProcess] = field(default_factory=dict)
     postgres_probe: dict[str, float] = field(default_factory=dict)
@@ -151,11 +152,11 @@ def postgres_probe(dsn: str, n: int = 300) -> dict[str, float]:
 
 @contextlib.contextmanager
 def bench_environment(
-    paths: tuple[str, ...], prefix: str = "ridehail-exp-", rest_db_pool: int = 16
+    paths: tuple[str, ...], prefix: str = "ridehail-exp-", rest_db_pool: int = 16, broker_kind: str = "tansu"
 ) -> Iterator[BenchEnvironment]:
     root = temp_root(prefix)
     postgres = PrivatePostgres(root)
-    broker = PrivateBroker(root)
+    broker: PrivateBroker | PrivateCluster = PrivateCluster(root) if broker_kind == "kafka" else PrivateBroker(root)
     started: list[Any] = []
     try:
         postgres.start()

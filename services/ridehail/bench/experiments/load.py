@@ -76,10 +76,16 @@ class PathRecorder:
     latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds, accepted pings in the window
     accepted_tags: set[Any] = field(default_factory=set)
     keep_tags: bool = False
+    longest_no_accept_s: float = 0.0  # the longest stretch without any accepted ping (a full stall)
+    _last_accept_at: float | None = None
 
     def record(self, tag: Any, outcome: str, latency_s: float, created: float) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if outcome == "accepted":
+            now = time.monotonic()
+            if self._last_accept_at is not None:
+                self.longest_no_accept_s = max(self.longest_no_accept_s, now - self._last_accept_at)
+            self._last_accept_at = now
             if self.window_start <= created < self.window_end:
                 self.latencies.append(latency_s)
                 self.window_accepted += 1
@@ -166,7 +172,10 @@ class HttpPathLoad:
 
     async def finish(self, timeout_s: float) -> None:
         self.stop.set()
-        await asyncio.wait_for(self.task, timeout=timeout_s + 5)
+        try:
+            await asyncio.wait_for(self.task, timeout=timeout_s + 5)
+        except TimeoutError:  # a starved loop: what is still queued counts as not delivered
+            self.task.cancel()
 
 
 def percentile_ms(values: array[float] | list[float], q: float) -> float | None:

@@ -6,17 +6,25 @@ the loss count is exact: ``lost = produced - rows``, ``lost_after_accept = accep
 ping the client was told was taken, that never arrived). Backlog is what was produced and is
 neither in Postgres nor given up yet (broker topic, producer queue, client retry queue).
 Catch-up is the time from the component's return until that backlog is back to its pre-outage
-level.
+level. The stall of each path is the longest any accepted ping waited for its answer or ack
+(``producer_stall_s``, from the moment it was due) and the longest stretch without any accepted
+ping at all (``no_accept_s``).
+
+``--broker tansu`` (the embedded broker: in memory, single node) runs the scenarios ``consumer``,
+``postgres`` and ``broker``; ``--broker kafka`` (a local 3-node Apache Kafka cluster, RF 3,
+``min.insync.replicas=2``) runs the cluster faults of :mod:`ridehail.bench.experiments.cluster_infra`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
 import asyncpg
 
+from ridehail.bench.experiments.cluster_infra import KAFKA_SCENARIOS, KAFKA_STOPS, PrivateCluster
 from ridehail.bench.experiments.environment import ALL_PATHS, BenchEnvironment, bench_environment, machine_info
 from ridehail.bench.experiments.load import HttpPathLoad, KafkaPathLoad, PathRecorder, PingMaker, paced
 from ridehail.common.logging import get_logger
@@ -24,6 +32,21 @@ from ridehail.common.logging import get_logger
 log = get_logger(__name__)
 
 SCENARIOS = ("consumer", "postgres", "broker")
+BROKER_SCENARIOS = {"tansu": SCENARIOS, "kafka": KAFKA_SCENARIOS}
+BROKER_LABELS = {
+    "tansu": "embedded tansu 0.6: in memory, a single node (a restart forgets every record and offset)",
+    "kafka": "local Apache Kafka cluster: 3 nodes, replication factor 3, min.insync.replicas=2, durable",
+}
+# Row prefixes per scenario (distinct, so one database can hold every scenario's rows).
+SCENARIO_TAGS = {
+    "consumer": "oc",
+    "postgres": "op",
+    "broker": "ob",
+    "broker-1-of-3": "k1",
+    "broker-2-of-3": "k2",
+    "partition-1-of-3": "kp",
+    "cluster-restart": "kr",
+}
 PATH_CODES = {"kafka": "k", "rest": "r", "rest-kafka": "rk", "rest-kafka-enqueue": "rke"}
 
 
@@ -64,6 +87,9 @@ class RowCounter:
 
 
 def _component(env: BenchEnvironment, scenario: str) -> Any:
+    if scenario in KAFKA_SCENARIOS:
+        assert isinstance(env.broker, PrivateCluster)
+        return env.broker.scenario(scenario)
     return {"consumer": env.matching, "postgres": env.postgres, "broker": env.broker}[scenario]
 
 
@@ -96,7 +122,7 @@ async def _scenario(
     post_s: float,
     catchup_timeout_s: float,
 ) -> dict[str, Any]:
-    tag = f"o{scenario[0]}"
+    tag = SCENARIO_TAGS[scenario]
     prefixes = {p: f"{tag}{PATH_CODES[p]}" for p in paths}
     makers = {p: PingMaker(prefixes[p] + "-", 1, unique=True) for p in paths}
     recs = {p: PathRecorder(window_start=0.0, keep_tags=True) for p in paths}
@@ -210,12 +236,15 @@ async def _scenario(
                 "client_detail": _client_errors(loads[p], rec),
                 "backlog_peak": peak,
                 "catch_up_s": catch_up,
+                "producer_stall_s": round(max(rec.latencies), 2) if len(rec.latencies) else None,
+                "no_accept_s": round(rec.longest_no_accept_s, 2),
                 "timeline": tl,
             }
         )
     await counter.close()
     return {
         "scenario": scenario,
+        "fault": getattr(component, "info", None),
         "outage_start_s": round(outage_start, 2),
         "outage_end_s": round(outage_end, 2),
         "load_end_s": round(load_end, 2),
@@ -239,31 +268,50 @@ async def _run(
                 env, sc, paths, outage_s, rate, retry_s, pre_s=5.0, post_s=10.0, catchup_timeout_s=max(60.0, outage_s)
             )
         )
-        if sc == "consumer" or sc == "broker":
+        if isinstance(env.broker, PrivateCluster):
+            settle_s = await asyncio.to_thread(env.broker.settle)
+            out[-1]["in_sync_again_after_s"] = round(settle_s, 1)
+        if sc != "postgres":
             await asyncio.to_thread(env.wait_matching_assigned)
     return out
 
 
 def run_outage_bench(
-    scenarios: tuple[str, ...] = SCENARIOS,
+    scenarios: tuple[str, ...] | None = None,
     paths: tuple[str, ...] = ALL_PATHS,
     outage_s: float = 30.0,
     rate: float = 300.0,
     retry_s: float = 10.0,
+    broker: str = "tansu",
 ) -> dict[str, Any]:
-    if set(scenarios) - set(SCENARIOS):
-        raise ValueError(f"unknown scenario(s) {sorted(set(scenarios) - set(SCENARIOS))}; choose from {SCENARIOS}")
+    if broker not in BROKER_SCENARIOS:
+        raise ValueError(f"unknown broker {broker!r}; choose from {sorted(BROKER_SCENARIOS)}")
+    known = BROKER_SCENARIOS[broker]
+    scenarios = scenarios or known
+    if set(scenarios) - set(known):
+        raise ValueError(
+            f"unknown scenario(s) for --broker {broker}: {sorted(set(scenarios) - set(known))}; choose from {known}"
+        )
     if set(paths) - set(ALL_PATHS):
         raise ValueError(f"unknown path(s) {sorted(set(paths) - set(ALL_PATHS))}; choose from {ALL_PATHS}")
     started = time.monotonic()
     machine = machine_info()
-    with bench_environment(paths) as env:
+    with bench_environment(paths, broker_kind=broker) as env:
+        broker_info: dict[str, Any] = (
+            env.broker.describe() if isinstance(env.broker, PrivateCluster) else {"kind": "tansu"}
+        )
         results = asyncio.run(_run(env, scenarios, paths, outage_s, rate, retry_s))
         machine["postgres_probe"] = env.postgres_probe
+        if isinstance(env.broker, PrivateCluster):
+            broker_info["rss_mb_per_node_at_end"] = env.broker.cluster.rss_mb()
+    broker_info["label"] = BROKER_LABELS[broker]
+    machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()[:2]]
     return {
         "bench": "outage",
         "machine": machine,
+        "broker": broker_info,
         "config": {
+            "broker": broker,
             "outage_s": outage_s,
             "rate_per_path_per_s": rate,
             "paths": list(paths),
@@ -279,6 +327,7 @@ def run_outage_bench(
                 "postgres": "pg_ctl stop -m fast on the private embedded Postgres, pg_ctl start after",
                 "broker": "SIGTERM to tansu (memory storage: it returns empty), restarted on the same port, "
                 "topics re-created",
+                **KAFKA_STOPS,
             },
             "pre_outage_s": 5.0,
             "post_outage_load_s": 10.0,

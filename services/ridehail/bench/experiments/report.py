@@ -72,7 +72,8 @@ def ingest_table(result: dict[str, Any], console: Console | None = None) -> None
 
 def outage_table(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    t = Table(title=f"bench outage: {result['config']['outage_s']:.0f} s outages under steady load")
+    label = result.get("broker", {}).get("label", "embedded tansu (in memory, single node)")
+    t = Table(title=f"bench outage: {result['config']['outage_s']:.0f} s outages under steady load on {label}")
     for col in (
         "stopped",
         "path",
@@ -84,6 +85,7 @@ def outage_table(result: dict[str, Any], console: Console | None = None) -> None
         "client errors",
         "backlog peak",
         "catch-up s",
+        "stall s",
     ):
         t.add_column(col, justify="right" if col not in ("stopped", "path") else "left")
     for sc in result["scenarios"]:
@@ -99,6 +101,7 @@ def outage_table(result: dict[str, Any], console: Console | None = None) -> None
                 _fmt(p["client_errors"]),
                 _fmt(p["backlog_peak"]),
                 _fmt(p["catch_up_s"]),
+                _fmt(p.get("producer_stall_s")),
             )
     console.print(t)
 

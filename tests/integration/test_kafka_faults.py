@@ -25,11 +25,12 @@ import pytest
 from ridehail.cluster.accounting import AckLedger
 from ridehail.cluster.cluster import LocalCluster
 from ridehail.cluster.faults import KillBrokers, PartitionBroker, RestartCluster
-from ridehail.common import events
 from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
 from ridehail.common.kafka import EventProducer
 from ridehail.common.postgres import to_asyncpg_dsn
-from ridehail.common.topics import TopicSpec, ensure_topics
+from ridehail.common.topics import ensure_topics
+from ridehail.domain import events
+from ridehail.domain.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -108,3 +109,44 @@ async def test_producer_delivers_again_after_a_cluster_restart_and_nothing_ackno
         assert values.count(b"after-restart") >= 1
     finally:
         producer.close(2)
+
+
+def test_replacing_the_client_reports_every_message_it_held(broker: str) -> None:
+    """A client replaced while it holds queued and in-flight messages (what a fatal error or a
+    stall does) purges them and produces them again on the new client: every message ends with
+    exactly one delivery report, none vanishes without one."""
+    topic = f"test.replace.{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 3, "k", "replacement test")])
+    producer = EventProducer(broker, f"test-replace-{uuid.uuid4().hex[:6]}", **{"linger.ms": 50})
+    reports: dict[bytes, int] = {}
+    errors: list[str] = []
+
+    def report(err: object, msg: object) -> None:
+        value = msg.value()  # type: ignore[attr-defined]
+        reports[value] = reports.get(value, 0) + 1
+        if err is not None:
+            errors.append(str(err))
+
+    sent = [f"m{i}".encode() for i in range(20_000)]
+    for value in sent:
+        producer.produce(topic, value, key=value[-1:], on_delivery=report)
+    producer._recreate(producer._producer, "test: replaced while holding messages")
+    assert producer.close(60) == 0
+    assert errors == []
+    assert set(reports) == set(sent), f"{len(set(sent) - set(reports))} messages got no delivery report"
+    assert max(reports.values()) == 1
+    assert _read_values(broker, topic, 3, set(sent)) == set(sent)
+
+
+def _read_values(bootstrap: str, topic: str, partitions: int, wanted: set[bytes], timeout_s: float = 60) -> set[bytes]:
+    """The values of ``topic`` read from the beginning, until all of ``wanted`` arrived (or the time-out)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    seen: set[bytes] = set()
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= seen and time.monotonic() < deadline:
+            seen.update(m.value() or b"" for m in c.consume(5000, 0.5) if m.error() is None)
+        return seen
+    finally:
+        c.close()

@@ -88,6 +88,7 @@ class _EveryNSeconds:
 _outage_log = _EveryNSeconds(60.0)
 
 STALL_AFTER_S = 10.0  # pending messages, a reachable broker, no delivery for this long: recreate
+PURGE_DRAIN_S = 10.0  # how long a replaced client is polled for the reports of what it held
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
@@ -137,14 +138,24 @@ class EventProducer:
             self._last_success = time.monotonic()
             held = len(failed)
             self._replacing = True
+            unreported = 0
             try:
                 with contextlib.suppress(Exception):
                     failed.purge(in_queue=True, in_flight=True, blocking=False)
-                with contextlib.suppress(Exception):
-                    failed.poll(0)  # purge reports: _requeue_or_report puts them on the new client
+                # Every purged message reports (_PURGE_QUEUE / _PURGE_INFLIGHT) on a later poll, and
+                # the report puts it on the new client: poll until the old one holds nothing, or a
+                # message would vanish without a delivery report (neither delivered nor failed).
+                deadline = time.monotonic() + PURGE_DRAIN_S
+                while len(failed) > 0 and time.monotonic() < deadline:
+                    with contextlib.suppress(Exception):
+                        failed.poll(0.05)
+                unreported = len(failed)
             finally:
                 self._replacing = False
         log.warning("producer_recreated", client=self._client_id, reason=reason, requeued=held)
+        if unreported:
+            self.failed += unreported
+            log.error("producer_purge_unreported", client=self._client_id, messages=unreported)
 
     @staticmethod
     def _is_fatal(exc: KafkaException) -> bool:

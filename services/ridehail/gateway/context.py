@@ -44,9 +44,9 @@ class GatewayContext:
     def surge_at(self, lat: float, lon: float) -> tuple[str, float]:
         """(H3 cell, multiplier) at a point; 1.0 before the feed delivered any surge."""
         if self.hub is None:
-            from ridehail.domain.surge import DEFAULT_RESOLUTION, cell_at
+            from ridehail.domain.surge import cell_at
 
-            return cell_at(lat, lon, DEFAULT_RESOLUTION), 1.0
+            return cell_at(lat, lon, self.settings.pricing_resolution), 1.0
         return self.hub.surge_at(lat, lon)
 
 

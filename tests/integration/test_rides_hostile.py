@@ -33,9 +33,11 @@ def auth(signer: LocalSigner, sub: str = "rider-a", role: str = "rider") -> dict
 
 @pytest.fixture
 async def client(fresh_database_url: str, signer: LocalSigner) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_api(fresh_database_url, signer.verifier(), ride_requests_per_minute=100) as app:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
-            yield c
+    async with (
+        gateway_api(fresh_database_url, signer.verifier(), ride_requests_per_minute=100) as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
+    ):
+        yield c
 
 
 @pytest.fixture
@@ -73,16 +75,16 @@ async def test_concurrent_requests_of_one_rider_cannot_both_pass(
 
 
 async def test_ride_requests_are_rate_limited_per_rider(fresh_database_url: str, signer: LocalSigner) -> None:
-    async with gateway_api(fresh_database_url, signer.verifier(), ride_requests_per_minute=3) as app:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
-            codes = [
-                (await c.post("/api/rides", json=BODY, headers=auth(signer, "eager"))).status_code for _ in range(5)
-            ]
-            assert codes[:3] == [202, 409, 409] and codes[3:] == [429, 429]  # refused ones count too
-            limited = await c.post("/api/rides", json=BODY, headers=auth(signer, "eager"))
-            assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
-            assert "too many ride requests" in limited.json()["detail"]
-            assert (await c.post("/api/rides", json=BODY, headers=auth(signer, "calm"))).status_code == 202
+    async with (
+        gateway_api(fresh_database_url, signer.verifier(), ride_requests_per_minute=3) as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
+    ):
+        codes = [(await c.post("/api/rides", json=BODY, headers=auth(signer, "eager"))).status_code for _ in range(5)]
+        assert codes[:3] == [202, 409, 409] and codes[3:] == [429, 429]  # refused ones count too
+        limited = await c.post("/api/rides", json=BODY, headers=auth(signer, "eager"))
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert "too many ride requests" in limited.json()["detail"]
+        assert (await c.post("/api/rides", json=BODY, headers=auth(signer, "calm"))).status_code == 202
 
 
 def _cursor(text: str) -> str:

@@ -108,14 +108,16 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     page_cache: dict[str, str] = {}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def map_page() -> HTMLResponse:
-        if "html" not in page_cache:
-            from ridehail.gateway.map_page import build_map_html
+    async def map_page(request: Request) -> HTMLResponse:
+        from ridehail.gateway.map_page import build_map_html, map_page_policy
 
+        if "html" not in page_cache:
             page_cache["html"] = await asyncio.to_thread(
                 build_map_html, ws_port=ctx.settings.gateway_ws_port, tiles=ctx.settings.map_tiles
             )
-        return HTMLResponse(page_cache["html"], headers={"Cache-Control": "no-cache"})
+        html = page_cache["html"]
+        policy = map_page_policy(html, request.url.hostname, ctx.settings.gateway_ws_port, ctx.settings.map_tiles)
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy})
 
     @app.get("/static/roads.geojson", include_in_schema=False)
     async def roads() -> FileResponse:

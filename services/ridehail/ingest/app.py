@@ -135,6 +135,7 @@ def create_app(
             await the_sink.close()
 
     app = FastAPI(title="ridehail ingest", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+
     def too_large() -> None:
         tally["rejected"] += 1
         REJECTED.labels("413").inc()

@@ -202,7 +202,6 @@ async def active_ride_of(session: AsyncSession, rider_id: str) -> Any:
     )
 
 
-
 async def insert_ride(
     session: AsyncSession,
     ride_id: str,

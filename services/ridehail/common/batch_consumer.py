@@ -235,13 +235,8 @@ class BatchConsumer:
                     offset=r.message.offset(),
                     reason=r.reason[:200],
                 )
-                self._dlq.produce(
-                    f"{r.message.topic()}.dlq",
-                    r.message.value() or b"",
-                    r.message.key(),
-                    dead_letter_headers(r.message, r.reason, self.name),
-                )
-            await self._dlq.flush_async()
+            if not await self._dead_letter(bad, stop):
+                return  # stopping with the DLQ unreachable: offsets not stored, the batch comes again
             MESSAGES_DEAD_LETTERED.labels(self.name).inc(len(bad))
         self._store_offsets(messages)
         n = len(messages)
@@ -252,6 +247,29 @@ class BatchConsumer:
         self.stats.healthy = True
         MESSAGES_CONSUMED.labels(self.name).inc(n)
         BATCH_SIZE.labels(self.name).observe(n)
+
+    async def _dead_letter(self, bad: list[Rejected], stop: asyncio.Event) -> bool:
+        """Write ``bad`` to the dead-letter topics until the broker acknowledges them (a broker that
+        is away delays the consumer, never ends it); False if asked to stop first."""
+        delay = 0.2
+        while True:
+            try:
+                for r in bad:
+                    self._dlq.produce(
+                        f"{r.message.topic()}.dlq",
+                        r.message.value() or b"",
+                        r.message.key(),
+                        dead_letter_headers(r.message, r.reason, self.name),
+                    )
+                await self._dlq.flush_async()
+                return True
+            except Exception as exc:  # e.g. not delivered in time: produced again (the DLQ is at-least-once)
+                self.stats.healthy = False
+                log.warning("dead_letter_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
+                if stop.is_set():
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _apply(self, batch: list[Decoded]) -> list[Rejected]:
         """The handler on ``batch``; an exception that is not an infrastructure failure is narrowed

@@ -128,6 +128,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await the_sink.start()
+        if not tokens.verifier.kids:  # the keys before the first ping (it would wait for them)
+            await tokens.verifier.refresh(force=True)  # auth away: logged; the first request tries again
         log.info("ingest_started", mode=settings.ingest_mode, ack=settings.ingest_ack, sink=the_sink.name)
         try:
             yield

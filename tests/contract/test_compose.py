@@ -20,6 +20,7 @@ from ridehail.common.settings import known_setting_names
 from ridehail.paths import project_root
 
 COMPOSE = project_root() / "docker-compose.yml"
+COMPOSE_ENV = project_root() / "scripts" / "compose_env.sh"
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +34,73 @@ def _memory_mb(value: str) -> float:
     return float(m.group(1)) * (1024 if m.group(2) == "G" else 1)
 
 
-@pytest.mark.parametrize("profile", [None, "cluster"])
-def test_docker_compose_config_validates(profile: str | None) -> None:
+def _compose_config(env_file: Path, *extra: str, profile: str | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose (Debian package) not installed; scripts/bootstrap.sh --test installs it")
     profile_args = ["--profile", profile] if profile else []
-    result = subprocess.run(
-        [binary, "-f", str(COMPOSE), *profile_args, "config", "-q"], capture_output=True, text=True, cwd=project_root()
-    )
+    command = [binary, "--env-file", str(env_file), "-f", str(COMPOSE), *profile_args, "config", *extra]
+    return subprocess.run(command, capture_output=True, text=True, cwd=project_root())
+
+
+@pytest.mark.parametrize("profile", [None, "cluster"])
+def test_docker_compose_config_validates_with_the_generated_secrets(tmp_path: Path, profile: str | None) -> None:
+    env_file = tmp_path / ".env"
+    subprocess.run([str(COMPOSE_ENV), str(env_file)], check=True, capture_output=True)
+    result = _compose_config(env_file, "-q", profile=profile)
     assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(_compose_config(env_file, profile=profile).stdout)
+    password = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)[
+        "POSTGRES_PASSWORD"
+    ]
+    assert rendered["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert f"ridehail:{password}@postgres" in rendered["services"]["auth"]["environment"]["RIDEHAIL_DATABASE_URL"]
+    for name, svc in rendered["services"].items():  # every published port on loopback only
+        for port in svc.get("ports", []):  # "127.0.0.1:8000:8000/tcp" (compose 1.x) or a mapping (2.x)
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":", 1)[0]
+            assert host_ip == "127.0.0.1", (name, port)
+
+
+def test_compose_refuses_to_start_without_a_generated_password(tmp_path: Path) -> None:
+    empty = tmp_path / ".env"
+    empty.write_text("")
+    result = _compose_config(empty, "-q")
+    assert result.returncode != 0 and "compose_env.sh" in result.stderr
+
+
+def test_the_secrets_script_is_idempotent_and_keeps_what_is_there(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("RIDEHAIL_DRIVERS=500")  # no newline at the end
+    subprocess.run([str(COMPOSE_ENV), str(env_file)], check=True, capture_output=True)
+    first = env_file.read_text()
+    subprocess.run([str(COMPOSE_ENV), str(env_file)], check=True, capture_output=True)
+    assert env_file.read_text() == first
+    lines = first.splitlines()
+    assert lines[0] == "RIDEHAIL_DRIVERS=500"
+    [password] = [line.split("=", 1)[1] for line in lines if line.startswith("POSTGRES_PASSWORD=")]
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    other = tmp_path / "other.env"
+    subprocess.run([str(COMPOSE_ENV), str(other)], check=True, capture_output=True)
+    assert other.read_text() != first  # a fresh secret each time one is generated
+
+
+def test_no_default_password_and_nothing_published_on_every_interface(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text()
+    assert "ridehail:ridehail@" not in text and "POSTGRES_PASSWORD: ridehail" not in text
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+
+
+def test_auth_trusts_exactly_the_gateways_address(compose: dict[str, Any]) -> None:
+    gateway_ip = compose["services"]["gateway"]["networks"]["default"]["ipv4_address"]
+    assert compose["services"]["auth"]["environment"]["RIDEHAIL_TRUSTED_PROXIES"] == gateway_ip
+    [pool] = compose["networks"]["default"]["ipam"]["config"]
+    import ipaddress
+
+    subnet, dynamic = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    assert ipaddress.ip_address(gateway_ip) in subnet and ipaddress.ip_address(gateway_ip) not in dynamic
 
 
 def test_every_app_command_is_a_real_ridehail_subcommand(compose: dict[str, Any]) -> None:

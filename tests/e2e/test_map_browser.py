@@ -80,6 +80,17 @@ def browser_page() -> Iterator[tuple[Browser, object]]:
             browser.close()
 
 
+def wait_js(page: object, expression: str, timeout: float) -> None:
+    """Poll ``expression`` in the page until it is truthy (``timeout`` in ms). Playwright's
+    wait_for_function evaluates its string with eval(), which the page's CSP forbids (no
+    'unsafe-eval'); page.evaluate goes through the DevTools protocol, which the CSP allows."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression} still false after {timeout / 1000:.0f} s")
+        time.sleep(0.1)
+
+
 def register_rider(stack: RunningStack) -> tuple[str, str]:
     email = f"rider-{uuid.uuid4().hex[:8]}@example.com"
     password = f"map-test-{uuid.uuid4().hex}"
@@ -111,7 +122,7 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     record, page = browser_page
     page.goto(stack.gateway_url + "/")  # type: ignore[attr-defined]
 
-    page.wait_for_function("window.__ridehail && window.__ridehail.carCount() >= 50", timeout=45_000)  # type: ignore[attr-defined]
+    wait_js(page, "window.__ridehail && window.__ridehail.carCount() >= 50", 45_000)
     first = page.evaluate("window.__ridehail.positions()")  # type: ignore[attr-defined]
     time.sleep(2)
     second = page.evaluate("window.__ridehail.positions()")  # type: ignore[attr-defined]
@@ -120,10 +131,11 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     assert len(common) >= 50
     assert len(moved) >= 10, f"only {len(moved)} of {len(common)} cars moved in 2 s"
 
-    page.wait_for_function(  # type: ignore[attr-defined]
+    wait_js(
+        page,
         "(() => { const s = window.__ridehail.stats();"
         " return s.cars > 0 && s.ev_in > 0 && s.fr_out > 0 && s.p50 !== null && s.p50 !== undefined; })()",
-        timeout=15_000,
+        15_000,
     )
     stats = page.evaluate("window.__ridehail.stats()")  # type: ignore[attr-defined]
     assert int(page.inner_text("#rh-cars")) > 0  # type: ignore[attr-defined]
@@ -135,11 +147,9 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     # the page reconnects by itself and the cars keep coming
     frames_before = page.evaluate("window.__ridehail.stats().frames")  # type: ignore[attr-defined]
     page.evaluate("window.__ridehail.dropConnection()")  # type: ignore[attr-defined]
-    page.wait_for_function("window.__ridehail.reconnects() >= 1", timeout=5_000)  # type: ignore[attr-defined]
-    page.wait_for_function("window.__ridehail.connected()", timeout=15_000)  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        f"window.__ridehail.stats().frames > {frames_before} + 5", timeout=15_000
-    )
+    wait_js(page, "window.__ridehail.reconnects() >= 1", 5_000)
+    wait_js(page, "window.__ridehail.connected()", 15_000)
+    wait_js(page, f"window.__ridehail.stats().frames > {frames_before} + 5", timeout=15_000)
 
     # a rider logs in on the page and requests a ride with two clicks
     email, password = register_rider(stack)
@@ -147,17 +157,18 @@ def test_live_map_in_chromium(stack: RunningStack, browser_page: tuple[Browser, 
     page.fill("#rh-pass", password)  # type: ignore[attr-defined]
     page.click("#rh-login button")  # type: ignore[attr-defined]
     page.wait_for_selector("#rh-who:not([hidden])", timeout=15_000)  # type: ignore[attr-defined]
-    page.wait_for_function("window.__ridehail.connected()", timeout=15_000)  # type: ignore[attr-defined]
+    wait_js(page, "window.__ridehail.connected()", 15_000)
     pickup = page.evaluate(FREE_POINT_JS, [-120, 0])  # type: ignore[attr-defined]
     dropoff = page.evaluate(FREE_POINT_JS, [160, 80])  # type: ignore[attr-defined]
     assert pickup and dropoff
     page.mouse.click(pickup[0], pickup[1])  # type: ignore[attr-defined]
     page.mouse.click(dropoff[0], dropoff[1])  # type: ignore[attr-defined]
     clicked = time.monotonic()
-    page.wait_for_function("window.__ridehail.ride() !== null", timeout=10_000)  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    wait_js(page, "window.__ridehail.ride() !== null", 10_000)
+    wait_js(
+        page,
         "['assigned','arrived','in_progress','completed'].includes(window.__ridehail.ride().status)",
-        timeout=max(1, 10_000 - int((time.monotonic() - clicked) * 1000)),
+        max(1, 10_000 - int((time.monotonic() - clicked) * 1000)),
     )
     ride = page.evaluate("window.__ridehail.ride()")  # type: ignore[attr-defined]
     assert ride["driver_id"], ride

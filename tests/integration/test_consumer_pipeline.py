@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
 from ridehail.common.kafka import EventProducer
+from ridehail.common.ports import free_port
 from ridehail.common.topics import ensure_topics
 from ridehail.domain import events
 from ridehail.domain.topics import TopicSpec
@@ -226,4 +227,67 @@ async def test_failing_handler_retries_the_same_batch_and_loses_nothing(
     await _run_until(_consumer(broker, topic, f"g-{uuid.uuid4().hex[:6]}", handler, dlq), done)
     assert handler.fail_next == 0
     assert await pg.fetchval(f"SELECT max(seq) FROM {table}") == 99
+    dlq.close()
+
+
+async def test_any_exception_applying_one_event_dead_letters_it_and_the_rest_goes_on(
+    broker: str, database_url: str, table: str, topic: TopicSpec, pg: asyncpg.Connection
+) -> None:
+    """A handler that raises for one event (not a refusal it returns: an exception, as a bug or an
+    absurd value would) costs that event only: it lands on the DLQ with the exception as reason,
+    every other event of its batch and of later batches is applied, nothing is retried forever."""
+
+    class Explodes(Applier):
+        async def __call__(self, batch: list[Decoded]) -> list[Rejected]:
+            for item in batch:
+                if item.event.driver_id == "explodes":  # type: ignore[attr-defined]
+                    raise ArithmeticError("quantize result has too many digits")
+            return await super().__call__(batch)
+
+    pings: list[events.DriverLocation | bytes] = [
+        events.DriverLocation(driver_id=f"drv-{i % 5}", seq=i, lat=57.7, lon=11.9) for i in range(120)
+    ]
+    pings.insert(37, events.DriverLocation(driver_id="explodes", seq=1, lat=57.7, lon=11.9))
+    _produce(broker, topic.name, pings, key="same")
+    dlq = EventProducer(broker, "test-dlq3")
+
+    async def applied() -> bool:
+        return await pg.fetchval(f"SELECT count(*) FROM {table}") == 120
+
+    await _run_until(_consumer(broker, topic, f"g-{uuid.uuid4().hex[:6]}", Explodes(database_url, table), dlq), applied)
+    [dead] = [m for m in _dlq_records(broker, topic.dlq, 1) if b"explodes" in (m.value() or b"")]
+    reason = dict(dead.headers())["error.reason"].decode()
+    assert "ArithmeticError" in reason and "quantize" in reason
+    assert await pg.fetchval(f"SELECT count(*) FROM {table} WHERE driver_id = 'explodes'") == 0
+    assert await pg.fetchval(f"SELECT count(*) FROM {table} WHERE n <> 1") == 0
+    dlq.close()
+
+
+async def test_an_unreachable_database_never_dead_letters(
+    broker: str, database_url: str, table: str, topic: TopicSpec, pg: asyncpg.Connection
+) -> None:
+    """Failures of the infrastructure (here: the connection refused, as asyncpg raises it) are not
+    the events' fault: the batch is retried until the database answers, the DLQ stays empty."""
+
+    class DownFor(Applier):
+        def __init__(self, dsn: str, table: str, attempts: int) -> None:
+            super().__init__(dsn, table)
+            self.real_dsn, self.attempts = self.dsn, attempts
+
+        async def __call__(self, batch: list[Decoded]) -> list[Rejected]:
+            self.dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres" if self.attempts else self.real_dsn
+            self.attempts = max(0, self.attempts - 1)
+            return await super().__call__(batch)
+
+    _produce(broker, topic.name, [events.DriverLocation(driver_id="d", seq=i, lat=1, lon=1) for i in range(40)])
+    handler = DownFor(database_url, table, attempts=4)
+    dlq = EventProducer(broker, "test-dlq4")
+    consumer = _consumer(broker, topic, f"g-{uuid.uuid4().hex[:6]}", handler, dlq)
+
+    async def applied() -> bool:
+        return await pg.fetchval(f"SELECT count(*) FROM {table}") == 40
+
+    await _run_until(consumer, applied)
+    assert handler.attempts == 0
+    assert consumer.stats.dead_lettered == 0
     dlq.close()

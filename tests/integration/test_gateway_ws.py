@@ -127,7 +127,7 @@ async def test_bad_messages_get_error_frames_and_the_connection_survives(gateway
         ('{"t":"sub","bbox":' + "[" * 10 + "]" * 10 + "}", "bad_bbox"),
         ('{"t":"sub","bbox":[11.9,57.6,12.0,57.7],"x":"' + "y" * 5000 + '"}', "too_large"),
         (b"\x00\x01", "binary"),
-        ('{"t":"auth","token":"x"}', "already_authenticated"),
+        ('{"t":"auth","token":"x"}', "invalid_token"),  # re-auth with a bad token: refused, socket kept
         ("[1,2,3]", "unknown_type"),
     ]
     for message, code in bad:

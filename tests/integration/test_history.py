@@ -42,12 +42,18 @@ def auth(signer: RealTokens, sub: str, role: str = "rider") -> dict[str, str]:
     return {"Authorization": f"Bearer {signer.token(sub, role)}"}
 
 
-async def request_rides(client: httpx.AsyncClient, headers: dict[str, str], n: int) -> list[str]:
+async def request_rides(
+    client: httpx.AsyncClient, headers: dict[str, str], n: int, db: asyncpg.Connection
+) -> list[str]:
+    """``n`` rides of one rider, all ``requested`` at the end. A rider holds one active ride at a
+    time, so each is parked (expired) while the next is requested, then all are put back."""
     ids = []
     for _ in range(n):
         r = await client.post("/api/rides", json=BODY, headers=headers)
         assert r.status_code == 202, r.text
         ids.append(r.json()["ride_id"])
+        await db.execute("UPDATE rides SET status = 'expired' WHERE ride_id = $1", ids[-1])
+    await db.execute("UPDATE rides SET status = 'requested' WHERE ride_id = ANY($1)", ids)
     return ids
 
 
@@ -70,8 +76,8 @@ async def test_history_pages_newest_first_and_riders_see_only_their_own(
 ) -> None:
     client, signer = api
     alice, bob = auth(signer, "alice"), auth(signer, "bob")
-    mine = await request_rides(client, alice, 5)
-    theirs = await request_rides(client, bob, 2)
+    mine = await request_rides(client, alice, 5, db)
+    theirs = await request_rides(client, bob, 2, db)
     await db.execute(
         "UPDATE rides SET status = 'completed', fare = 123.45, completed_at = now() WHERE ride_id = $1", mine[0]
     )
@@ -116,7 +122,7 @@ async def test_cancel_rules_someone_elses_completed_and_fee_after_grace(
 ) -> None:
     client, signer = api
     alice, bob = auth(signer, "alice"), auth(signer, "bob")
-    free, late, done, waiting = await request_rides(client, alice, 4)
+    free, late, done, waiting = await request_rides(client, alice, 4, db)
 
     # Someone else's ride: 404 (its existence is not revealed), and nothing changes.
     r = await client.post(f"/api/rides/{free}/cancel", headers=bob)

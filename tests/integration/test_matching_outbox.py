@@ -127,7 +127,7 @@ async def test_kill_9_relay_while_requests_commit_then_restart_publishes_every_r
     ride_ids = []
     try:
         for i in range(200):
-            ride_ids.append(await create_ride(sessions, "u", LatLon(57.70, 11.97), LatLon(57.71, 11.99)))
+            ride_ids.append(await create_ride(sessions, f"u-{i}", LatLon(57.70, 11.97), LatLon(57.71, 11.99)))
             if i == 100:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)

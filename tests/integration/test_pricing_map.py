@@ -14,7 +14,7 @@ from ridehail.domain.events import SurgeChanged, encode
 from ridehail.domain.topics import PRICING_SURGE
 from ridehail.paths import project_root
 from tests.e2e import test_map_browser
-from tests.e2e.test_map_browser import Browser
+from tests.e2e.test_map_browser import Browser, wait_js
 from tests.fixtures.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ def test_surge_hexagons_on_the_map_and_the_layer_switch(
 ) -> None:
     record, page = browser_page
     page.goto(stack.gateway_url + "/")  # type: ignore[attr-defined]
-    page.wait_for_function("window.__ridehail && window.__ridehail.connected()", timeout=30_000)  # type: ignore[attr-defined]
+    wait_js(page, "window.__ridehail && window.__ridehail.connected()", 30_000)
     centre = page.evaluate("(() => { const c = window.__ridehail.map.getCenter(); return [c.lat, c.lng]; })()")  # type: ignore[attr-defined]
     cell = h3.latlng_to_cell(centre[0], centre[1], 8)
     producer = EventProducer(stack.bootstrap, "test-surge-map")

@@ -114,6 +114,7 @@ async def test_ride_with_quote_id_locks_the_quoted_multiplier_and_price_once(
     event = msgspec.json.decode(payload, type=RideRequested)
     assert (event.surge_multiplier, event.quote_id) == (1.8, q["quote_id"])
 
+    await db.execute("UPDATE rides SET status = 'completed' WHERE ride_id = $1", ride_id)  # one active ride each
     again = await client.post("/api/rides", json={**BODY, "quote_id": q["quote_id"]}, headers=auth(signer))
     assert again.status_code == 409 and "already used" in again.json()["detail"]
 

@@ -278,6 +278,7 @@ async def test_riders_request_and_cancel_rides_as_authenticated_users(
         await task
     assert riders.stats.accepted >= 2, riders.stats
     assert riders.stats.cancelled >= 2, riders.stats
+    assert riders.stats.failed == 0, riders.stats  # never a second active ride for one account (409)
     rows = await pg.fetch(
         "SELECT r.ride_id, r.status, r.pickup_lat, r.pickup_lon, u.email FROM rides r "
         "JOIN users u ON u.id::text = r.rider_id WHERE u.email LIKE $1",

@@ -82,14 +82,14 @@ class LiveGateway:
 
 
 async def start_gateway(broker: str, **overrides: Any) -> tuple[LiveGateway, Callable[[], Any]]:
-    settings = GatewaySettings(
-        frame_interval_ms=100,
-        stats_interval_ms=500,
-        ws_slow_client_grace_s=1.0,
-        ws_write_buffer_limit_bytes=65536,
-        ws_auth_timeout_s=1.0,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "frame_interval_ms": 100,
+        "stats_interval_ms": 500,
+        "ws_slow_client_grace_s": 1.0,
+        "ws_write_buffer_limit_bytes": 65536,
+        "ws_auth_timeout_s": 1.0,
+    }
+    settings = GatewaySettings(**{**values, **overrides})
     keys = Keys()
     verifier = TokenVerifier("http://127.0.0.1:9/unused")
     verifier.load_jwks(keys.jwks())

@@ -167,3 +167,36 @@ def test_restore_keeps_published_values() -> None:
 def test_invalid_policy_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SurgePolicy(**bad)
+
+
+def test_an_event_stamped_in_the_future_leaves_the_window_by_its_arrival() -> None:
+    """A ts far ahead of the clock (a skewed or hostile producer) would otherwise be held, and
+    counted, until the clock catches up: forever for ts in the year 2100."""
+    from ridehail.common.batch_consumer import Decoded
+    from ridehail.domain.events import MAX_TS_MS, DriverLocation, LatLon, RideRequested, now_ms
+    from ridehail.pricing.service import SurgeHandler
+
+    book = SurgeBook(policy=SurgePolicy(window_s=60))
+    handler = SurgeHandler(book)
+    here = LatLon(57.70, 11.97)
+    future = [
+        RideRequested(ride_id="future", rider_id="u", pickup=here, dropoff=LatLon(57.71, 11.99), ts=MAX_TS_MS),
+        DriverLocation(driver_id="d-future", seq=1, lat=here.lat, lon=here.lon, ts=MAX_TS_MS),
+    ]
+    arrived = now_ms()
+    handler.apply(future)
+    cell = h3.latlng_to_cell(here.lat, here.lon, book.resolution)
+    assert book.counts(arrived + 1_000) == {cell: (1, 1)}  # counted now, as it arrived
+    assert book.counts(arrived + 61_000 + 5_000) == {}  # and gone one window later
+    assert not book.requests and not book.drivers
+
+    class _Msg:
+        def value(self) -> bytes:
+            return b""
+
+    crashing = Decoded(RideRequested(ride_id="x", rider_id="u", pickup=here, dropoff=here), _Msg())  # type: ignore[arg-type]
+    book.add_request = None  # type: ignore[assignment,method-assign]  # any exception while applying
+    import asyncio
+
+    rejected = asyncio.run(handler([crashing]))
+    assert len(rejected) == 1 and "could not be applied" in rejected[0].reason

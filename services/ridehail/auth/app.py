@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ridehail.auth.bodylimit import BodySizeLimit
 from ridehail.auth.routes import build_router
 from ridehail.auth.settings import AuthSettings
 from ridehail.auth.state import AuthState
+from ridehail.common.bodylimit import BodySizeLimit
 from ridehail.common.db import make_engine, make_sessionmaker, ping, wait_for_database
 from ridehail.common.health import health_router
 from ridehail.common.http_errors import install_error_handlers

@@ -39,7 +39,13 @@ async def _gateway_main(bootstrap: str, port: int, ctl: Connection, slow_grace_s
     from ridehail.gateway.tickets import TicketStore
     from ridehail.gateway.ws import LiveSocket
 
-    settings = GatewaySettings(ws_public_map=True, ws_max_clients=10_000, ws_slow_client_grace_s=slow_grace_s)
+    settings = GatewaySettings(
+        ws_public_map=True,
+        ws_max_clients=10_000,
+        ws_max_per_address=10_000,  # every bench client comes from 127.0.0.1
+        ws_max_unauthenticated=10_000,
+        ws_slow_client_grace_s=slow_grace_s,
+    )
     hub = make_hub(settings)
     feed = LiveFeed(bootstrap, hub)
     live = LiveSocket(hub, settings, TokenVerifier("http://127.0.0.1:9/unused"), TicketStore())

@@ -1,7 +1,15 @@
 """The batch consumer every ridehail service uses: takes up to N messages or T ms, dead-letters
 what cannot be decoded or applied (original bytes + error headers on ``<topic>.dlq``), hands the
-rest to a handler that writes Postgres and commits, and only then stores the offsets. A failing
-handler is retried with backoff on the same batch: nothing is skipped, nothing is lost.
+rest to a handler that writes Postgres and commits, and only then stores the offsets.
+
+Two kinds of handler failure, told apart by :func:`ridehail.common.failures.is_infrastructure_failure`:
+
+* the infrastructure failed (the database refused the connection or lost it, a time-out): the same
+  batch is retried with backoff, forever if need be: nothing is skipped, nothing is lost;
+* anything else (an exception the events caused, whatever its type): the batch is split in halves
+  and each half applied again, down to the one event that fails alone; that event is dead-lettered
+  with the exception as its reason and every other event is applied. A handler is idempotent (it
+  must be anyway: a batch is re-applied after a crash), so re-applying a half changes nothing twice.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from ridehail.common.failures import describe, is_infrastructure_failure
 from ridehail.common.kafka import EventProducer, Headers, _outage_log, consumer_config, message_headers
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import Event, EventDecoder, EventError, now_ms
@@ -37,6 +46,11 @@ BATCH_SECONDS = Histogram("ridehail_consumer_batch_seconds", "Time to apply one 
 CONSUMER_LAG = Gauge("ridehail_consumer_lag", "Messages behind the partition end", ["consumer"])
 HANDLER_FAILURES = Counter(
     "ridehail_consumer_handler_failures_total", "Batches that failed and were retried", ["consumer"]
+)
+ISOLATIONS = Counter(
+    "ridehail_consumer_isolations_total",
+    "Batches split to find the event whose application raised (not an infrastructure failure)",
+    ["consumer"],
 )
 
 
@@ -194,13 +208,15 @@ class BatchConsumer:
                 good.append(Decoded(self._decoder.decode(value), msg))
             except EventError as exc:
                 bad.append(Rejected(msg, exc.reason))
+            except Exception as exc:  # a decoder must never stop the consumer either
+                bad.append(Rejected(msg, f"could not be decoded: {describe(exc)}"))
         delay = 0.2
         while True:
             started = time.perf_counter()
             try:
-                rejected = await self._handler(good) if good else []
+                rejected = await self._apply(good) if good else []
                 break
-            except Exception as exc:
+            except Exception as exc:  # only infrastructure failures get here (see _apply)
                 HANDLER_FAILURES.labels(self.name).inc()
                 self.stats.healthy = False
                 log.warning("batch_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
@@ -219,13 +235,8 @@ class BatchConsumer:
                     offset=r.message.offset(),
                     reason=r.reason[:200],
                 )
-                self._dlq.produce(
-                    f"{r.message.topic()}.dlq",
-                    r.message.value() or b"",
-                    r.message.key(),
-                    dead_letter_headers(r.message, r.reason, self.name),
-                )
-            await self._dlq.flush_async()
+            if not await self._dead_letter(bad, stop):
+                return  # stopping with the DLQ unreachable: offsets not stored, the batch comes again
             MESSAGES_DEAD_LETTERED.labels(self.name).inc(len(bad))
         self._store_offsets(messages)
         n = len(messages)
@@ -236,6 +247,44 @@ class BatchConsumer:
         self.stats.healthy = True
         MESSAGES_CONSUMED.labels(self.name).inc(n)
         BATCH_SIZE.labels(self.name).observe(n)
+
+    async def _dead_letter(self, bad: list[Rejected], stop: asyncio.Event) -> bool:
+        """Write ``bad`` to the dead-letter topics until the broker acknowledges them (a broker that
+        is away delays the consumer, never ends it); False if asked to stop first."""
+        delay = 0.2
+        while True:
+            try:
+                for r in bad:
+                    self._dlq.produce(
+                        f"{r.message.topic()}.dlq",
+                        r.message.value() or b"",
+                        r.message.key(),
+                        dead_letter_headers(r.message, r.reason, self.name),
+                    )
+                await self._dlq.flush_async()
+                return True
+            except Exception as exc:  # e.g. not delivered in time: produced again (the DLQ is at-least-once)
+                self.stats.healthy = False
+                log.warning("dead_letter_failed_retrying", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
+                if stop.is_set():
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _apply(self, batch: list[Decoded]) -> list[Rejected]:
+        """The handler on ``batch``; an exception that is not an infrastructure failure is narrowed
+        down by halving the batch until the one event that raises alone is rejected with it."""
+        try:
+            return await self._handler(batch)
+        except Exception as exc:
+            if is_infrastructure_failure(exc):
+                raise
+            if len(batch) == 1:
+                return [Rejected(batch[0].message, f"could not be applied: {describe(exc)}")]
+            ISOLATIONS.labels(self.name).inc()
+            log.warning("batch_failed_isolating", consumer=self.name, size=len(batch), error=describe(exc))
+            half = len(batch) // 2
+            return [*await self._apply(batch[:half]), *await self._apply(batch[half:])]
 
     def _store_offsets(self, messages: list[Message]) -> None:
         assert self._consumer is not None

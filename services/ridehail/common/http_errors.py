@@ -1,7 +1,8 @@
 """One way to answer errors, installed by every HTTP app: domain errors
 (:mod:`ridehail.domain.errors`) become ``{"detail": reason}`` with their status; validation errors
-a 422 that never echoes the input; an unreachable or failing database a 503 with ``Retry-After``,
-never a 500."""
+a 422 that never echoes the input; a value or constraint the database refuses (SQLSTATE class 22 or
+23, told apart by :mod:`ridehail.common.failures`) a 422 or 409 with the reason; an unreachable or
+failing database a 503 with ``Retry-After``, never a 500."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from ridehail.common.failures import describe, is_infrastructure_failure, is_input_failure, sqlstate
 from ridehail.common.logging import get_logger
 from ridehail.domain.errors import DomainError
 
@@ -45,37 +47,39 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def database_unavailable(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database_unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(503, DATABASE_DOWN, {"Retry-After": "1"})
-
     @app.exception_handler(DBAPIError)
-    async def database_refused(_: Request, exc: DBAPIError) -> JSONResponse:
-        """The database refused this input (a NUL byte, a number out of range): the caller's fault."""
-        if isinstance(exc, DataError | IntegrityError):
-            first = str(exc.orig).splitlines()[0][:200] if exc.orig is not None else type(exc).__name__
-            return error_response(422 if isinstance(exc, DataError) else 409, f"refused by the database: {first}")
-        log.warning("database_error", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(503, DATABASE_DOWN, {"Retry-After": "1"})
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        return _database_answer(exc)
 
     @app.exception_handler(asyncpg.exceptions.DataError)
     async def database_refused_raw(_: Request, exc: asyncpg.exceptions.DataError) -> JSONResponse:
-        return error_response(422, f"refused by the database: {str(exc).splitlines()[0][:200]}")
+        return _database_answer(exc)
 
     @app.exception_handler(SQLAlchemyError)
     async def database_failed(_: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.warning("database_error", error=type(exc).__name__)
-        return error_response(503, DATABASE_DOWN, {"Retry-After": "1"})
+        return _database_answer(exc)
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    # A server shutting down or still starting: asyncpg raises these outside PostgresConnectionError.
-    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
-    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
+    @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(asyncpg.InterfaceError)
+    async def database_raw(_: Request, exc: Exception) -> JSONResponse:
+        return _database_answer(exc)
+
     @app.exception_handler(OSError)
     @app.exception_handler(TimeoutError)
     async def database_unreachable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database_unreachable", error=type(exc).__name__)
         return error_response(503, DATABASE_DOWN, {"Retry-After": "1"})
+
+
+def _database_answer(exc: BaseException) -> JSONResponse:
+    """The database refused the input (SQLSTATE 22 data, 23 integrity: the caller's fault, 4xx with
+    the reason), or it is away or failing (503 with Retry-After, never a 500)."""
+    if is_input_failure(exc):
+        code = sqlstate(exc) or "22000"
+        reason = describe(exc, 200).split(": ", 1)[-1]
+        return error_response(409 if code.startswith("23") else 422, f"refused by the database: {reason}")
+    if is_infrastructure_failure(exc):
+        log.warning("database_unavailable", error=describe(exc, 120))
+    else:
+        log.error("database_error", error=describe(exc, 300))
+    return error_response(503, DATABASE_DOWN, {"Retry-After": "1"})

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ridehail.catalog import SETTINGS_MODULES
+from ridehail.domain.surge import DEFAULT_RESOLUTION
 
 
 def _default_state_dir() -> Path:
@@ -73,6 +74,13 @@ class CommonSettings(BaseSettings):
     )
     public_host: str = Field(
         default="127.0.0.1", description="Host name used in printed URLs and in the map page's links."
+    )
+    pricing_resolution: int = Field(
+        default=DEFAULT_RESOLUTION,
+        ge=5,
+        le=10,
+        description="H3 resolution of surge cells (8: ~0.74 km² each): pricing computes them, the gateway "
+        "prices with them and ignores cells of any other resolution.",
     )
 
     # -- behaviour --------------------------------------------------------------------------------

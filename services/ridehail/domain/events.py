@@ -3,7 +3,8 @@
 Every event carries ``event_id`` (unique), ``type``, ``v`` (schema version) and ``ts`` (epoch
 milliseconds at the source), plus its payload. Encoding and decoding use msgspec (typed, ~10x the
 stdlib); decoding validates types, ranges and the version, so a bad message fails here and can be
-dead-lettered with the reason.
+dead-lettered with the reason. Every number and every string of every event is bounded by what the
+domain allows (the ``MAX_*`` constants below): a value no ride could have never reaches a consumer.
 """
 
 from __future__ import annotations
@@ -14,9 +15,28 @@ from typing import Annotated, Literal
 
 import msgspec
 
+# -- the domain's bounds: every field of every event is inside one of these ------------------------
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00Z in epoch milliseconds
+MAX_SEQ = 2**53 - 1  # exact in a double (JSON readers in any language), far beyond ms-based sequences
+MAX_FARE = 100_000.0  # currency units: a 1,000 km trip at the highest surge stays below it
+MAX_DISTANCE_M = 1_000_000.0
+MAX_DURATION_S = 86_400.0  # a day: no trip, pickup or ETA lasts longer
+MAX_ATTEMPT = 1_000  # offers per ride
+MAX_COUNT = 10_000_000  # requests or drivers counted in one cell's window
+MAX_TEXT = 500  # characters of a free-text reason
+
 Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees")]
 Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+Ts = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS, description="epoch milliseconds")]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+Fare = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_FARE, description="final fare, currency units")]
+Metres = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DISTANCE_M, description="metres")]
+Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_S, description="seconds")]
+Multiplier = Annotated[float, msgspec.Meta(ge=1.0, le=10.0)]
+Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPT)]
+Version = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
 DriverStatus = Literal["available", "to_pickup", "on_trip", "offline"]
 RideStatus = Literal["requested", "offered", "assigned", "arrived", "in_progress", "completed", "cancelled", "expired"]
 
@@ -43,8 +63,8 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", omit_de
     """Envelope fields shared by every event."""
 
     event_id: Id = msgspec.field(default_factory=new_event_id)
-    v: int = SCHEMA_VERSION
-    ts: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(default_factory=now_ms)
+    v: Version = SCHEMA_VERSION
+    ts: Ts = msgspec.field(default_factory=now_ms)
 
 
 class LatLon(msgspec.Struct, frozen=True):
@@ -56,7 +76,7 @@ class DriverLocation(Event, tag="driver.location", frozen=True, kw_only=True):
     """A GPS ping. Key: driver_id. ``seq`` is per driver and strictly increasing."""
 
     driver_id: Id
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Seq
     lat: Lat
     lon: Lon
     heading: Annotated[float, msgspec.Meta(ge=0.0, lt=360.0)] = 0.0
@@ -72,8 +92,8 @@ class RideRequested(Event, tag="ride.requested", frozen=True, kw_only=True):
     rider_id: Id
     pickup: LatLon
     dropoff: LatLon
-    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
-    quote_id: str | None = None
+    surge_multiplier: Multiplier | None = None
+    quote_id: Id | None = None
 
 
 class RideOffered(Event, tag="ride.offered", frozen=True, kw_only=True):
@@ -81,13 +101,15 @@ class RideOffered(Event, tag="ride.offered", frozen=True, kw_only=True):
     The offer's id is this event's ``event_id``; answers must quote it."""
 
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     driver_id: Id
     pickup: LatLon
     dropoff: LatLon
-    eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
-    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
-    expires_ts: Annotated[int, msgspec.Meta(ge=0, description="epoch ms: no answer by then moves the offer on")]
+    eta_s: Seconds = 0.0
+    attempt: Attempt = 1
+    expires_ts: Annotated[
+        int, msgspec.Meta(ge=0, le=MAX_TS_MS, description="epoch ms: no answer by then moves the offer on")
+    ]
 
 
 class RideOfferAnswered(Event, tag="ride.offer_answered", frozen=True, kw_only=True):
@@ -97,7 +119,7 @@ class RideOfferAnswered(Event, tag="ride.offer_answered", frozen=True, kw_only=T
     driver_id: Id
     offer_id: Id
     accepted: bool
-    reason: str = ""
+    reason: Text = ""
 
 
 class RideOfferTimedOut(Event, tag="ride.offer_timed_out", frozen=True, kw_only=True):
@@ -106,53 +128,53 @@ class RideOfferTimedOut(Event, tag="ride.offer_timed_out", frozen=True, kw_only=
     ride_id: Id
     driver_id: Id
     offer_id: Id
-    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
+    attempt: Attempt = 1
 
 
 class RideAssigned(Event, tag="ride.assigned", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     driver_id: Id
     pickup: LatLon
     dropoff: LatLon
-    eta_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
-    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
+    eta_s: Seconds = 0.0
+    surge_multiplier: Multiplier | None = None
 
 
 class RideArrived(Event, tag="ride.arrived", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     driver_id: Id
 
 
 class RidePickedUp(Event, tag="ride.picked_up", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     driver_id: Id
 
 
 class RideCompleted(Event, tag="ride.completed", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     driver_id: Id
-    distance_m: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
-    duration_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
-    fare: Annotated[float, msgspec.Meta(ge=0.0, description="final fare, currency units")] | None = None
-    surge_multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] | None = None
+    distance_m: Metres = 0.0
+    duration_s: Seconds = 0.0
+    fare: Fare | None = None
+    surge_multiplier: Multiplier | None = None
 
 
 class RideCancelled(Event, tag="ride.cancelled", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
+    rider_id: Id | None = None
     by: Literal["rider", "driver", "system"]
-    reason: str = ""
-    driver_id: str | None = None
+    reason: Text = ""
+    driver_id: Id | None = None
 
 
 class RideExpired(Event, tag="ride.expired", frozen=True, kw_only=True):
     ride_id: Id
-    rider_id: str | None = None
-    reason: str
+    rider_id: Id | None = None
+    reason: Text
 
 
 class SurgeChanged(Event, tag="pricing.surge", frozen=True, kw_only=True):
@@ -160,10 +182,10 @@ class SurgeChanged(Event, tag="pricing.surge", frozen=True, kw_only=True):
 
     cell: Annotated[str, msgspec.Meta(min_length=1, max_length=16, description="H3 cell index (hex)")]
     resolution: Annotated[int, msgspec.Meta(ge=0, le=15)]
-    multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)]
-    previous: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 1.0
-    demand: Annotated[int, msgspec.Meta(ge=0, description="ride requests in the window")] = 0
-    supply: Annotated[int, msgspec.Meta(ge=0, description="available drivers in the window")] = 0
+    multiplier: Multiplier
+    previous: Multiplier = 1.0
+    demand: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT, description="ride requests in the window")] = 0
+    supply: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT, description="available drivers in the window")] = 0
 
 
 RideLifecycleEvent = (
@@ -228,6 +250,8 @@ class EventDecoder:
     def decode(self, data: bytes | None) -> Event:
         if not data:
             raise EventError("empty message")
+        if b"\\u0000" in data:  # Postgres text and jsonb refuse NUL; no id or reason needs one
+            raise EventError("NUL character (\\u0000) in a string field")
         try:
             event = self._decoder.decode(data)
         except msgspec.DecodeError as exc:

@@ -1,6 +1,7 @@
 """Surge pricing as a pure stream computation (no I/O): events in, multiplier changes out.
 
-State per H3 cell over a sliding event-time window of ``window_s`` seconds:
+State per H3 cell over a sliding event-time window of ``window_s`` seconds (an event stamped
+later than it arrived counts from its arrival: a clock ahead of ours cannot keep it in the window):
 
 - **demand**: distinct ride requests (by ``ride_id``) whose pickup lies in the cell;
 - **supply**: distinct drivers whose NEWEST ping (highest ``seq``) in the window says
@@ -101,14 +102,29 @@ class SurgeBook:
     def cell_of(self, lat: float, lon: float) -> str:
         return str(h3.latlng_to_cell(lat, lon, self.resolution))
 
-    def add_location(self, driver_id: str, seq: int, ts: int, lat: float, lon: float, available: bool) -> None:
+    def add_location(
+        self,
+        driver_id: str,
+        seq: int,
+        ts: int,
+        lat: float,
+        lon: float,
+        available: bool,
+        received_ms: int | None = None,
+    ) -> None:
+        """A ping at event time ``ts``; with ``received_ms`` (its arrival) a ts ahead of it counts as
+        the arrival, so a skewed or hostile clock cannot hold an event in the window forever."""
         known = self.drivers.get(driver_id)
         if known is not None and known.seq >= seq:
             return  # older or duplicate ping: the newest one decides
+        if received_ms is not None and ts > received_ms:
+            ts = received_ms
         self.drivers[driver_id] = _Driver(seq, ts, h3.latlng_to_cell(lat, lon, self.resolution), available)
 
-    def add_request(self, ride_id: str, ts: int, lat: float, lon: float) -> None:
+    def add_request(self, ride_id: str, ts: int, lat: float, lon: float, received_ms: int | None = None) -> None:
         if ride_id not in self.requests:
+            if received_ms is not None and ts > received_ms:
+                ts = received_ms
             self.requests[ride_id] = (h3.latlng_to_cell(lat, lon, self.resolution), ts)
 
     def counts(self, now_ms: int) -> dict[str, tuple[int, int]]:

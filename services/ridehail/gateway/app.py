@@ -1,13 +1,18 @@
 """The gateway's HTTP side: the map page, its static files, the REST API, the auth proxy, health.
 
 The auth service is reverse-proxied under ``/auth/*`` and ``/.well-known/*`` so the browser talks
-to one origin only.
+to one origin only. A proxied path must be plain segments (letters, digits, ``-``, ``_``, dots
+inside a name) under one of those two prefixes: no ``.`` or ``..`` segment, no percent-encoding, no
+empty segment, so no spelling of a path reaches anything else of auth (``/metrics``, ``/docs``).
+Every route shares one body limit (``RIDEHAIL_GATEWAY_MAX_BODY_BYTES``, declared or chunked: 413)
+and every response carries the security headers (:mod:`ridehail.common.security_headers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,10 +21,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from ridehail.common.bodylimit import BodySizeLimit
 from ridehail.common.db import ping
 from ridehail.common.health import health_router
 from ridehail.common.http_errors import error_response, install_error_handlers
 from ridehail.common.logging import get_logger
+from ridehail.common.security_headers import SecurityHeaders
 from ridehail.domain.errors import NotFound
 from ridehail.gateway.context import GatewayContext, LiveViewer
 from ridehail.gateway.quotes_api import router as quotes_router
@@ -41,7 +48,24 @@ HOP_BY_HOP = {
     "content-length",
     "content-encoding",
 }
-MAX_PROXY_BODY = 64 * 1024
+PROXY_PREFIXES = ("/auth", "/.well-known")
+_PROXY_SEGMENT = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+MAX_PROXY_SEGMENTS = 4
+DOCS_CDN = ("https://cdn.jsdelivr.net",)  # FastAPI's Swagger UI page loads its assets from there
+
+
+def proxied_path(raw_path: bytes) -> str | None:
+    """The path to ask auth for, or None when ``raw_path`` (as received, still percent-encoded) is
+    not plain segments under one of :data:`PROXY_PREFIXES`."""
+    if b"%" in raw_path or b"\\" in raw_path or not raw_path.isascii():
+        return None
+    path = raw_path.decode("ascii")
+    for prefix in PROXY_PREFIXES:
+        if path.startswith(prefix + "/"):
+            segments = path[len(prefix) + 1 :].split("/")
+            if len(segments) <= MAX_PROXY_SEGMENTS and all(_PROXY_SEGMENT.fullmatch(seg) for seg in segments):
+                return path
+    return None
 
 
 def leaflet_dir() -> Path:
@@ -66,6 +90,8 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     app = FastAPI(title="ridehail gateway", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.state.ctx = ctx
+    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.gateway_max_body_bytes, read_ahead=True)
+    app.add_middleware(SecurityHeaders, html_sources={"/api/docs": {"script": DOCS_CDN, "style": DOCS_CDN}})
 
     async def readiness() -> dict[str, bool]:
         checks = {"live_feed": bool(ctx.feed is not None and ctx.feed.assigned)}
@@ -82,14 +108,16 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     page_cache: dict[str, str] = {}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def map_page() -> HTMLResponse:
-        if "html" not in page_cache:
-            from ridehail.gateway.map_page import build_map_html
+    async def map_page(request: Request) -> HTMLResponse:
+        from ridehail.gateway.map_page import build_map_html, map_page_policy
 
+        if "html" not in page_cache:
             page_cache["html"] = await asyncio.to_thread(
                 build_map_html, ws_port=ctx.settings.gateway_ws_port, tiles=ctx.settings.map_tiles
             )
-        return HTMLResponse(page_cache["html"], headers={"Cache-Control": "no-cache"})
+        html = page_cache["html"]
+        policy = map_page_policy(html, request.url.hostname, ctx.settings.gateway_ws_port, ctx.settings.map_tiles)
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy})
 
     @app.get("/static/roads.geojson", include_in_schema=False)
     async def roads() -> FileResponse:
@@ -107,18 +135,19 @@ def create_app(ctx: GatewayContext) -> FastAPI:
         return dict(ctx.stats.last) if ctx.stats is not None else {}
 
     async def proxy(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_PROXY_BODY:
-            return error_response(413, "request body too large")
+        path = proxied_path(request.scope.get("raw_path") or request.url.path.encode())
+        if path is None:
+            raise NotFound("not found")
+        body = await request.body()  # bounded by the body limit (413 beyond it, chunked or not)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         client_host = request.client.host if request.client else ""
         headers["x-forwarded-for"] = client_host
         try:
             upstream = await proxy_client["c"].request(
-                request.method, request.url.path, params=request.query_params, content=body, headers=headers
+                request.method, path, params=request.query_params, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
-            log.warning("auth_proxy_failed", path=request.url.path, error=type(exc).__name__)
+            log.warning("auth_proxy_failed", path=path, error=type(exc).__name__)
             return error_response(502, "auth service unavailable")
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         return Response(upstream.content, status_code=upstream.status_code, headers=out_headers)

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ridehail.common.auth_deps import authenticate
 from ridehail.common.auth_tokens import Principal, TokenVerifier
 from ridehail.common.kafka import EventProducer
-from ridehail.domain.errors import Unavailable
+from ridehail.domain.errors import TooManyRequests, Unavailable
+from ridehail.gateway.rate_limits import RateLimiter
 from ridehail.gateway.settings import GatewaySettings
 from ridehail.gateway.tickets import TicketStore
 
@@ -36,6 +37,16 @@ class GatewayContext:
     hub: Hub | None = None  # the fan-out hub: cars, ride events, surge values
     stats: StatsPublisher | None = None  # the latest stats frame
     quote_writer: QuoteWriter | None = None  # group commit of quotes (made on first use)
+    ride_limiter: RateLimiter | None = None  # per-rider ride request limit (made on first use)
+
+    def ride_request_allowed(self, rider_id: str) -> None:
+        """Count one ride request of ``rider_id``; :class:`TooManyRequests` (429) beyond the limit."""
+        if self.ride_limiter is None:
+            self.ride_limiter = RateLimiter(self.settings.ride_requests_per_minute)
+        wait = self.ride_limiter.hit(rider_id)
+        if wait is not None:
+            per_minute = self.settings.ride_requests_per_minute
+            raise TooManyRequests(f"too many ride requests (at most {per_minute} per minute): retry later", wait)
 
     def wake_relay(self) -> None:
         if self.relay is not None:
@@ -44,9 +55,9 @@ class GatewayContext:
     def surge_at(self, lat: float, lon: float) -> tuple[str, float]:
         """(H3 cell, multiplier) at a point; 1.0 before the feed delivered any surge."""
         if self.hub is None:
-            from ridehail.domain.surge import DEFAULT_RESOLUTION, cell_at
+            from ridehail.domain.surge import cell_at
 
-            return cell_at(lat, lon, DEFAULT_RESOLUTION), 1.0
+            return cell_at(lat, lon, self.settings.pricing_resolution), 1.0
         return self.hub.surge_at(lat, lon)
 
 

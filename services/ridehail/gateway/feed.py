@@ -3,7 +3,8 @@
 Each gateway instance has its own consumer group (it must see every partition), starts at the end
 of the topics (a live map has no use for history) and commits nothing. ``consume`` runs in an
 executor thread; decoding and the hub update run on the event loop, so the hub needs no locks.
-Undecodable messages are counted and skipped (the matching service dead-letters them).
+Undecodable messages, surge cells outside the contract and any message whose application raises
+are counted and skipped (the gateway commits nothing and dead-letters nothing: matching does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 import msgspec
 from confluent_kafka import Consumer, KafkaError, Message
 
+from ridehail.common.failures import describe
 from ridehail.common.kafka import consumer_config, message_headers
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import (
@@ -108,46 +110,59 @@ class LiveFeed:
             log.info("feed_stopped")
 
     def handle(self, messages: list[Message]) -> None:
-        hub = self.hub
-        location_topic = DRIVER_LOCATION.name
-        surge_topic = PRICING_SURGE.name
         n_loc = n_ride = 0
         for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("feed_consume_error", error=error.str())
+            try:
+                kind = self._handle_one(msg)
+            except Exception as exc:  # whatever one message does, the feed goes on with the next
+                self._bad(f"could not be applied: {describe(exc)}")
                 continue
-            value = msg.value()
-            if not value:
-                self._bad("empty message")
-                continue
-            if any(k == REPLAY_HEADER for k, _ in message_headers(msg)):
-                self.replay_seen_at = time.monotonic()
-            if msg.topic() == location_topic:
-                try:
-                    hub.apply_location(self._locations.decode(value))
-                    n_loc += 1
-                except msgspec.DecodeError as exc:
-                    self._bad(str(exc))
-            elif msg.topic() == surge_topic:
-                try:
-                    hub.apply_surge(self._surge.decode(value))  # type: ignore[arg-type]
-                except EventError as exc:
-                    self._bad(exc.reason)
-            else:
-                try:
-                    ride_event = self._rides.decode(value)
-                    if isinstance(ride_event, RIDE_NEGOTIATION):
-                        continue  # matching <-> driver negotiation: the map shows the outcome (assigned)
-                    hub.apply_ride_event(ride_event, value)
-                    n_ride += 1
-                except EventError as exc:
-                    self._bad(exc.reason)
+            if kind == 1:
+                n_loc += 1
+            elif kind == 2:
+                n_ride += 1
         if n_loc:
             metrics.EVENTS_IN.labels("driver.location").inc(n_loc)
         if n_ride:
             metrics.EVENTS_IN.labels("ride").inc(n_ride)
+
+    def _handle_one(self, msg: Message) -> int:
+        """Apply one message to the hub: 1 a location, 2 a ride event, 0 anything else."""
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("feed_consume_error", error=error.str())
+            return 0
+        value = msg.value()
+        if not value:
+            self._bad("empty message")
+            return 0
+        if any(k == REPLAY_HEADER for k, _ in message_headers(msg)):
+            self.replay_seen_at = time.monotonic()
+        topic = msg.topic()
+        if topic == DRIVER_LOCATION.name:
+            try:
+                self.hub.apply_location(self._locations.decode(value))
+            except msgspec.DecodeError as exc:
+                self._bad(str(exc))
+                return 0
+            return 1
+        if topic == PRICING_SURGE.name:
+            try:
+                if not self.hub.apply_surge(self._surge.decode(value)):  # type: ignore[arg-type]
+                    self._bad("surge cell outside the contract (resolution, H3 validity, service area)")
+            except EventError as exc:
+                self._bad(exc.reason)
+            return 0
+        try:
+            ride_event = self._rides.decode(value)
+        except EventError as exc:
+            self._bad(exc.reason)
+            return 0
+        if isinstance(ride_event, RIDE_NEGOTIATION):
+            return 0  # matching <-> driver negotiation: the map shows the outcome (assigned)
+        self.hub.apply_ride_event(ride_event, value)
+        return 2
 
     def _bad(self, reason: str) -> None:
         self.bad += 1

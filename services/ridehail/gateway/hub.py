@@ -35,6 +35,9 @@ from ridehail.domain.events import (
     RideExpired,
     SurgeChanged,
 )
+from ridehail.domain.geo import SERVICE_AREA
+from ridehail.domain.geo import BBox as Area
+from ridehail.domain.surge import DEFAULT_RESOLUTION
 from ridehail.gateway import metrics
 
 log = get_logger(__name__)
@@ -45,6 +48,11 @@ RIDE_EVENT_QUEUE = 200
 E2E_SAMPLES_PER_ROUND = 64
 
 BBox = tuple[float, float, float, float]  # west, south, east, north
+# Surge cells are computed from pickups and pings inside the service area: a cell's centre can lie
+# up to one cell (~0.5 km at resolution 8, a few km at 5) outside it, never further.
+SURGE_AREA = Area(
+    SERVICE_AREA.min_lat - 0.1, SERVICE_AREA.min_lon - 0.2, SERVICE_AREA.max_lat + 0.1, SERVICE_AREA.max_lon + 0.2
+)
 
 
 @dataclass(slots=True)
@@ -121,6 +129,7 @@ class Hub:
         write_limit: int = 1_048_576,
         slow_grace_s: float = 5.0,
         car_ttl_s: float = 120.0,
+        surge_resolution: int = DEFAULT_RESOLUTION,
     ) -> None:
         self.write_limit = write_limit
         self.slow_grace_s = slow_grace_s
@@ -135,7 +144,7 @@ class Hub:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         # surge per H3 cell (from the pricing topic): read by quotes, sent to clients as "surge" frames
         self.surge: dict[str, float] = {}
-        self.surge_resolution = 8
+        self.surge_resolution = surge_resolution  # pricing's (a setting): never taken from an event
         self._surge_pending: dict[str, float] = {}
         self._surge_boundary: dict[str, list[list[float]]] = {}
 
@@ -204,12 +213,32 @@ class Hub:
         cell = h3.latlng_to_cell(lat, lon, self.surge_resolution)
         return cell, float(self.surge.get(cell, 1.0))
 
-    def apply_surge(self, ev: SurgeChanged) -> None:
-        """A cell's surge multiplier changed: remember it, send it to every client next round."""
+    def surge_cell_problem(self, cell: str, resolution: int | None = None) -> str | None:
+        """Why ``cell`` is not a surge cell this gateway prices with, or None: an H3 cell of the
+        configured resolution whose centre lies in (or just around) the service area."""
+        if resolution is not None and resolution != self.surge_resolution:
+            return f"surge resolution {resolution} is not the configured {self.surge_resolution}"
+        if not h3.is_valid_cell(cell):
+            return "surge cell is not an H3 cell"
+        if h3.get_resolution(cell) != self.surge_resolution:
+            return f"surge cell has resolution {h3.get_resolution(cell)}, not {self.surge_resolution}"
+        lat, lon = h3.cell_to_latlng(cell)
+        if not SURGE_AREA.contains(lat, lon):
+            return "surge cell outside the service area"
+        return None
+
+    def apply_surge(self, ev: SurgeChanged) -> bool:
+        """A cell's surge multiplier changed: remember it, send it to every client next round.
+        False (nothing changes) for a cell outside the contract (:meth:`surge_cell_problem`)."""
         self.counters.events_in += 1
+        problem = self.surge_cell_problem(ev.cell, ev.resolution)
+        if problem is not None:
+            metrics.BAD_EVENTS.inc()
+            log.debug("surge_event_ignored", cell=ev.cell[:16], reason=problem)
+            return False
         self.surge[ev.cell] = ev.multiplier
-        self.surge_resolution = ev.resolution
         self._surge_pending[ev.cell] = ev.multiplier
+        return True
 
     def surge_frame(self, cells: dict[str, float], boundaries: bool) -> bytes:
         """``{"t":"surge","res":R,"c":[[cell, multiplier, [[lat,lon],...] | null], ...]}``: a cell's
@@ -306,8 +335,8 @@ class Hub:
             metrics.FRAMES_SENT.inc(n)
             metrics.FRAME_BYTES.inc(n * len(frame))
         if self._surge_pending:
-            self.send_all(self.surge_frame(self._surge_pending, boundaries=False))
-            self._surge_pending = {}
+            pending, self._surge_pending = self._surge_pending, {}  # a failing frame is not retried forever
+            self.send_all(self.surge_frame(pending, boundaries=False))
         if now - self._last_prune > 5.0:
             self._prune(now)
         metrics.FRAME_ROUND_SECONDS.observe(time.perf_counter() - started)

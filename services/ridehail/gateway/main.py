@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as ws_serve
+from websockets.typing import Origin
 
 from ridehail.common.auth_tokens import TokenVerifier
 from ridehail.common.db import make_engine, make_sessionmaker, wait_for_database
@@ -52,6 +53,7 @@ def make_hub(settings: GatewaySettings) -> Hub:
         write_limit=settings.ws_write_buffer_limit_bytes,
         slow_grace_s=settings.ws_slow_client_grace_s,
         car_ttl_s=settings.car_ttl_s,
+        surge_resolution=settings.pricing_resolution,
     )
 
 
@@ -67,6 +69,7 @@ async def start_ws_server(live: LiveSocket, settings: GatewaySettings, host: str
         max_size=max(65536, settings.ws_max_message_bytes),
         max_queue=4,
         write_limit=settings.ws_write_buffer_limit_bytes,
+        origins=[*(Origin(o) for o in settings.ws_origins), None],  # None: no Origin sent (not a browser)
     )
 
 

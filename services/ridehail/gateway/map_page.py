@@ -3,20 +3,28 @@
 The page makes no external request by default: Leaflet comes from ``/static/leaflet/`` (npm,
 installed into ``frontend/node_modules`` by ``npm ci --prefix frontend``), the roads from
 ``/static/roads.geojson`` and the live feed from the gateway's websocket port on the same host.
-An online basemap (OpenStreetMap tiles) is opt-in with ``RIDEHAIL_MAP_TILES=osm``.
+An online basemap (OpenStreetMap tiles) is opt-in with ``RIDEHAIL_MAP_TILES=osm``. The page is
+served with a Content-Security-Policy that allows exactly that (:func:`map_page_policy`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import folium
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
+from ridehail.common.security_headers import html_policy
 from ridehail.domain.geo import SERVICE_AREA
 
+HOST_NAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a DNS name, IPv4 or [IPv6]
+
+# The map's code, in load order (car drawing, surge, feed and panel before the file that wires them)
+SCRIPTS = ("/static/cars.js", "/static/surge.js", "/static/feed.js", "/static/panel.js", "/static/map.js")
+TILE_SERVERS = {"osm": "https://tile.openstreetmap.org"}
 LEAFLET_JS = "/static/leaflet/leaflet.js"
 LEAFLET_CSS = "/static/leaflet/leaflet.css"
 ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
@@ -33,10 +41,10 @@ PANEL_HTML = """
     <tr><td>matching lag</td><td id="rh-lag">-</td></tr>
   </table>
   <div class="rh-legend">
-    <span><i style="background:#1f77b4"></i>available</span>
-    <span><i style="background:#ff7f0e"></i>to pickup</span>
-    <span><i style="background:#2ca02c"></i>on trip</span>
-    <span><i style="background:#8c8c8c"></i>offline</span>
+    <span><i class="rh-dot rh-available"></i>available</span>
+    <span><i class="rh-dot rh-to-pickup"></i>to pickup</span>
+    <span><i class="rh-dot rh-on-trip"></i>on trip</span>
+    <span><i class="rh-dot rh-offline"></i>offline</span>
   </div>
   <form id="rh-login" class="rh-login" autocomplete="on">
     <input id="rh-user" name="username" placeholder="rider email" autocomplete="username">
@@ -87,7 +95,8 @@ def build_map(ws_port: int, tiles: str = "none") -> folium.Map:
         folium.TileLayer("OpenStreetMap", max_zoom=19, attr=ATTRIBUTION).add_to(m)
     folium.map.CustomPane("roads", z_index=150, pointer_events=False).add_to(m)
     root: Any = m.get_root()  # a branca Figure (header, html); its stubs say Element
-    root.header.add_child(Element('<script src="/static/map.js"></script>'))
+    for script in SCRIPTS:
+        root.header.add_child(Element(f'<script src="{script}"></script>'))
     root.header.add_child(Element("<title>ridehail live map</title>"))
     root.html.add_child(Element(PANEL_HTML))
     config = {
@@ -103,6 +112,18 @@ def build_map(ws_port: int, tiles: str = "none") -> folium.Map:
 
 def build_map_html(ws_port: int, tiles: str = "none") -> str:
     return build_map(ws_port, tiles).get_root().render()
+
+
+def map_page_policy(html: str, host: str | None, ws_port: int, tiles: str = "none") -> str:
+    """The page's Content-Security-Policy: its own origin, folium's inline scripts and styles by
+    hash (computed from the page as built, so exactly those run), the live feed's websocket on
+    ``host`` (the host the browser asked for; a malformed one gets no websocket source), and the
+    tile server when the opt-in basemap is on. Never 'unsafe-inline' or 'unsafe-eval'."""
+    connect = []
+    if host and HOST_NAME.fullmatch(host):
+        connect = [f"ws://{host}:{ws_port}", f"wss://{host}:{ws_port}"]
+    img = [TILE_SERVERS[tiles]] if tiles in TILE_SERVERS else []
+    return html_policy(html.encode(), connect=connect, img=img)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual preview

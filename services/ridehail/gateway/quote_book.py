@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import h3
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -125,8 +124,7 @@ async def load_surge_snapshot(factory: async_sessionmaker[AsyncSession], hub: Hu
     async with transaction(factory) as session:
         rows = (await session.execute(text("SELECT cell, multiplier FROM surge_cells"))).all()
     for cell, multiplier in rows:
-        if h3.is_valid_cell(cell) and cell not in hub.surge:
+        if cell not in hub.surge and hub.surge_cell_problem(cell) is None and 1.0 <= multiplier <= 10.0:
             hub.surge[cell] = float(multiplier)
-            hub.surge_resolution = h3.get_resolution(cell)
     log.info("surge_snapshot_loaded", cells=len(rows))
     return len(rows)

@@ -24,7 +24,7 @@ from ridehail.domain.fares import compute_fare
 from ridehail.domain.routing import NoRoute, QuoteRouter, shared_router
 from ridehail.gateway.context import Context, GatewayContext, Rider, Sessions
 from ridehail.gateway.quote_book import QuoteWriter, find_quote
-from ridehail.gateway.schemas import QuoteRequest, QuoteView, StoredQuote
+from ridehail.gateway.schemas import QuoteIdPath, QuoteRequest, QuoteView, StoredQuote
 
 router = APIRouter(prefix="/api/quotes", tags=["quotes"])
 
@@ -113,7 +113,7 @@ async def create_quote(
     summary="A quote of the caller's: its price, expiry and the ride that used it (if any)",
     responses={401: {}, 403: {}, 404: {"description": "unknown quote, or another rider's"}},
 )
-async def get_quote(quote_id: str, principal: Rider, sessions: Sessions) -> StoredQuote:
+async def get_quote(quote_id: QuoteIdPath, principal: Rider, sessions: Sessions) -> StoredQuote:
     async with transaction(sessions) as session:
         row = await find_quote(session, quote_id)
     if row is None or row["rider_id"] != principal.sub:

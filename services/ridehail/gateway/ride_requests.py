@@ -35,11 +35,22 @@ async def create_ride(
 ) -> str:
     """Store a requested ride and queue its ``RideRequested`` event, atomically. Returns the ride id.
 
+    A rider holds one active ride at a time: while one has not ended this raises :class:`Conflict`
+    naming it. The check runs under the rider's transaction lock (:func:`rides.lock_rider`), so two
+    concurrent requests of one rider cannot both pass it.
+
     With ``quote_id`` the quote is claimed in the same transaction (its multiplier and price are
     locked; an unknown, foreign, used or expired quote raises the domain error saying so);
     otherwise the ride carries ``surge_multiplier`` (the current one at the pickup)."""
     ride_id = uuid.uuid4().hex
     async with transaction(factory) as session:
+        await rides.lock_rider(session, rider_id)
+        active = await rides.active_ride_of(session, rider_id)
+        if active is not None:
+            raise Conflict(
+                f"you already have an active ride {active['ride_id']} ({active['status']}): "
+                "cancel it or wait until it ends"
+            )
         pricing = RidePricing(surge_multiplier) if surge_multiplier is not None else None
         if quote_id is not None:
             pricing = await claim_quote(

@@ -10,7 +10,8 @@ pages through the trip history, newest first.
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
@@ -24,9 +25,11 @@ from ridehail.domain.lifecycle import INITIAL_STATUS
 from ridehail.gateway.context import Context, Rider, RiderOrAdmin, Sessions
 from ridehail.gateway.ride_requests import cancel_as, create_ride, visible_to
 from ridehail.gateway.schemas import (
+    ID_PATTERN,
     CancelResult,
     RideAccepted,
     RideHistoryEntry,
+    RideIdPath,
     RideRequestBody,
     RideView,
     TripPage,
@@ -37,6 +40,7 @@ from ridehail.stores import rides
 log = get_logger(__name__)
 
 router = APIRouter(prefix="/api/rides", tags=["rides"])
+CURSOR_YEARS = (1970, 9000)
 
 
 @router.post(
@@ -48,14 +52,16 @@ router = APIRouter(prefix="/api/rides", tags=["rides"])
         401: {},
         403: {"description": "the quote was issued to another rider"},
         404: {"description": "unknown quote"},
-        409: {"description": "the quote was already used"},
+        409: {"description": "the rider already has an active ride, or the quote was already used"},
         410: {"description": "the quote expired"},
         422: {"description": "outside the service area, pickup == dropoff, quote for another trip, bad JSON"},
+        429: {"description": "too many ride requests by this rider (see Retry-After)"},
     },
 )
 async def request_ride(
     body: RideRequestBody, response: Response, principal: Rider, ctx: Context, sessions: Sessions
 ) -> RideAccepted:
+    ctx.ride_request_allowed(principal.sub)
     _, surge = ctx.surge_at(body.pickup.lat, body.pickup.lon)
     ride_id = await create_ride(
         sessions,
@@ -72,7 +78,7 @@ async def request_ride(
 
 
 @router.get("/{ride_id}", response_model=RideView, summary="A ride's state and history (its rider or an admin)")
-async def get_ride(ride_id: str, principal: RiderOrAdmin, sessions: Sessions) -> RideView:
+async def get_ride(ride_id: RideIdPath, principal: RiderOrAdmin, sessions: Sessions) -> RideView:
     async with transaction(sessions) as session:
         row = await rides.load_ride(session, ride_id)
         if not visible_to(row, principal):
@@ -116,12 +122,14 @@ _CANCEL_DOC: dict[str, Any] = {
 
 
 @router.delete("/{ride_id}", **_CANCEL_DOC)
-async def cancel_ride(ride_id: str, principal: RiderOrAdmin, ctx: Context, sessions: Sessions) -> CancelResult:
+async def cancel_ride(ride_id: RideIdPath, principal: RiderOrAdmin, ctx: Context, sessions: Sessions) -> CancelResult:
     return await _cancel(ride_id, principal, ctx, sessions)
 
 
 @router.post("/{ride_id}/cancel", **_CANCEL_DOC)
-async def cancel_ride_post(ride_id: str, principal: RiderOrAdmin, ctx: Context, sessions: Sessions) -> CancelResult:
+async def cancel_ride_post(
+    ride_id: RideIdPath, principal: RiderOrAdmin, ctx: Context, sessions: Sessions
+) -> CancelResult:
     return await _cancel(ride_id, principal, ctx, sessions)
 
 
@@ -133,14 +141,20 @@ def encode_cursor(requested_at: datetime, ride_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (requested_at, ride_id) a ``next_cursor`` encodes; anything else is an invalid cursor
+    (422): not base64 of ``<ISO time with zone>|<ride id>``, a time Postgres cannot hold, an id
+    that is not one (too long, control characters)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, ride_id = raw.split("|", 1)
         when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None or not ride_id:
+        if when.tzinfo is None or not re.fullmatch(ID_PATTERN, ride_id):
             raise ValueError("incomplete cursor")
+        when = when.astimezone(UTC)  # years 1 and 9999 with an offset overflow here, not in Postgres
+        if not CURSOR_YEARS[0] <= when.year <= CURSOR_YEARS[1]:
+            raise ValueError("cursor time out of range")
         return when, ride_id
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidInput("invalid cursor") from None
 
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, Field, model_validator
 
 from ridehail.domain.geo import SERVICE_AREA, haversine_m
 
 MIN_TRIP_M = 1.0  # pickup and drop-off closer than this count as the same place
+# Ride and quote ids: 1-64 characters, none of them a control character (NUL included): anything
+# else is refused with a 422 here, before Postgres could refuse it.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
+RideIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a ride id")]
+QuoteIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a quote id")]
 
 
 class Point(BaseModel):
@@ -40,7 +46,11 @@ class TripBody(BaseModel):
 
 class RideRequestBody(TripBody):
     quote_id: str | None = Field(
-        default=None, min_length=1, max_length=64, description="A quote from POST /api/quotes: locks its price"
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=ID_PATTERN,
+        description="A quote from POST /api/quotes: locks its price",
     )
 
 

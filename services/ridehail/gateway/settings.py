@@ -8,11 +8,25 @@ from pydantic import Field
 
 from ridehail.common.settings import CommonSettings
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost"})
+
 
 class GatewaySettings(CommonSettings):
     map_tiles: Literal["none", "osm"] = Field(
         default="none",
         description="Map basemap: none (offline, roads drawn from the shipped GeoJSON) or osm (online tiles).",
+    )
+    gateway_max_body_bytes: int = Field(
+        default=16384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request body any gateway route accepts, declared or chunked (else 413).",
+    )
+    ride_requests_per_minute: int = Field(
+        default=6,
+        ge=1,
+        le=10_000,
+        description="Ride requests (POST /api/rides) one rider may make per minute, refused ones included (429).",
     )
     frame_interval_ms: int = Field(
         default=100, ge=20, le=5000, description="Websocket frame interval: at most one car frame per client per this."
@@ -41,6 +55,20 @@ class GatewaySettings(CommonSettings):
         default=5.0, gt=0, le=300, description="A client above the write buffer limit this long is closed (4008)."
     )
     ws_max_clients: int = Field(default=1000, ge=1, description="Most websocket clients served at once.")
+    ws_max_unauthenticated: int = Field(
+        default=100,
+        ge=1,
+        description="Most websocket connections waiting for their auth message at once; more are closed (1013).",
+    )
+    ws_max_per_address: int = Field(
+        default=64, ge=1, description="Most websocket connections from one client address at once (1013 beyond)."
+    )
+    ws_allowed_origins: str = Field(
+        default="",
+        description="Comma-separated Origin values a browser may open the websocket from (others: 403 at the "
+        "handshake; clients that send no Origin are not browsers and pass). Unset: the gateway's own public "
+        "origins, http(s)://PUBLIC_HOST:GATEWAY_PORT (plus localhost and 127.0.0.1 when PUBLIC_HOST is either).",
+    )
     ws_public_map: bool = Field(
         default=True,
         description="Let map clients without a token watch the cars (no ride events). False: a token is required.",
@@ -67,6 +95,16 @@ class GatewaySettings(CommonSettings):
     roads_path: str | None = Field(
         default=None, description="Road GeoJSON served at /static/roads.geojson (unset: data/gothenburg.roads.geojson)."
     )
+
+    @property
+    def ws_origins(self) -> list[str]:
+        """The Origin values accepted at the websocket handshake."""
+        if self.ws_allowed_origins.strip():
+            return [o.strip().rstrip("/") for o in self.ws_allowed_origins.split(",") if o.strip()]
+        hosts = [self.public_host]
+        if self.public_host in LOOPBACK_NAMES:
+            hosts = sorted(LOOPBACK_NAMES)
+        return [f"{scheme}://{host}:{self.gateway_port}" for host in hosts for scheme in ("http", "https")]
 
     @property
     def ws_allowed_roles(self) -> frozenset[str]:

@@ -5,11 +5,20 @@ Protocol (client -> server, JSON text messages; see ``docs/gateway.md``):
 * first message ``{"t":"auth","token":"<access JWT>"}`` or ``{"t":"auth","ticket":"<one-time>"}``
   or, when the public map is enabled, ``{"t":"auth"}`` (anonymous viewer: cars, no ride events);
 * ``{"t":"sub","bbox":[west,south,east,north]}`` to choose the viewport (re-send when it moves);
-* ``{"t":"ping"}`` -> ``{"t":"pong"}``.
+* ``{"t":"ping"}`` -> ``{"t":"pong"}``;
+* ``{"t":"auth","token":...}`` again at any time: re-authenticates the open socket (a new
+  ``hello`` answers; a token that does not verify gets an ``invalid_token`` error and changes nothing).
+
+Limits, before and after authentication: the handshake's ``Origin`` must be on the allow-list
+(``RIDEHAIL_WS_ALLOWED_ORIGINS``, default the gateway's own origins; 403 otherwise; clients that
+send none are not browsers and pass), at most ``RIDEHAIL_WS_MAX_UNAUTHENTICATED`` connections wait
+for their auth message at once, at most ``RIDEHAIL_WS_MAX_PER_ADDRESS`` come from one address, and
+a socket whose token expires is closed (4401 "token expired") unless it re-authenticated.
 
 Close codes: 4401 unauthenticated (missing, invalid or expired token), 4403 role not allowed,
 4408 no auth message in time, 4429 too many bad or rate-limited messages, 4008 too slow (see
-:mod:`ridehail.gateway.hub`), 1013 server full, 1009 message above the hard size limit.
+:mod:`ridehail.gateway.hub`), 1013 server full, too many unauthenticated connections or too many
+from one address, 1009 message above the hard size limit.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_ABUSIVE = 4429
 CLOSE_SERVER_FULL = 1013
 ANONYMOUS = Principal(sub="", role="viewer", jti="", exp=0)
+REAUTH = "reauth"
 MAX_BBOX_DEG = 10.0  # a viewport wider than this is not a map of one city
 
 
@@ -87,6 +97,8 @@ class LiveSocket:
         self.verifier = verifier
         self.tickets = tickets
         self.allowed_roles = settings.ws_allowed_roles
+        self.unauthenticated = 0  # connections waiting for their auth message
+        self.per_address: dict[str, int] = {}
 
     def send_now(self, conn: ServerConnection, message: dict[str, Any]) -> None:
         """Write without waiting: a client that does not read never blocks its own handler either."""
@@ -97,9 +109,30 @@ class LiveSocket:
         self.send_now(conn, {"t": "err", "code": code, "msg": msg})
 
     async def handler(self, conn: ServerConnection) -> None:
+        address = str(conn.remote_address[0]) if conn.remote_address else "unknown"
+        if self.per_address.get(address, 0) >= self.settings.ws_max_per_address:
+            metrics.AUTH_REFUSED.labels(str(CLOSE_SERVER_FULL)).inc()
+            await conn.close(CLOSE_SERVER_FULL, "too many connections from your address")
+            return
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        try:
+            await self._serve(conn)
+        finally:
+            left = self.per_address.get(address, 1) - 1
+            if left > 0:
+                self.per_address[address] = left
+            else:
+                self.per_address.pop(address, None)
+
+    async def _serve(self, conn: ServerConnection) -> None:
         if len(self.hub.clients) >= self.settings.ws_max_clients:
             await conn.close(CLOSE_SERVER_FULL, "server full, retry later")
             return
+        if self.unauthenticated >= self.settings.ws_max_unauthenticated:
+            metrics.AUTH_REFUSED.labels(str(CLOSE_SERVER_FULL)).inc()
+            await conn.close(CLOSE_SERVER_FULL, "too many unauthenticated connections, retry later")
+            return
+        self.unauthenticated += 1
         try:
             principal = await self.authenticate(conn)
         except Refused as exc:
@@ -109,14 +142,28 @@ class LiveSocket:
             return
         except ConnectionClosed:
             return
-        client = Client(
-            conn=conn,
-            sub=principal.sub or None,
-            role=principal.role,
-            sees_all_rides=principal.role in ("admin", "viewer") and bool(principal.sub),
-        )
+        finally:
+            self.unauthenticated -= 1
+        client = Client(conn=conn, sub=None, role="viewer", sees_all_rides=False)
         self.hub.add(client)
         log.info("ws_client_joined", client=conn.id.hex[:8], role=principal.role, clients=len(self.hub.clients))
+        expiry = Expiry(conn)
+        self.welcome(conn, client, principal, expiry)
+        try:
+            await self.serve_client(conn, client, expiry)
+        except ConnectionClosed:
+            pass
+        finally:
+            expiry.cancel()
+            self.hub.remove(client)
+            log.info("ws_client_left", client=conn.id.hex[:8], code=conn.close_code)
+
+    def welcome(self, conn: ServerConnection, client: Client, principal: Principal, expiry: Expiry) -> None:
+        """Who the socket speaks for from now on (first auth or a re-auth), and the ``hello`` saying so."""
+        client.sub = principal.sub or None
+        client.role = principal.role
+        client.sees_all_rides = principal.role in ("admin", "viewer") and bool(principal.sub)
+        expiry.at(principal.exp if principal.sub else None)
         self.send_now(
             conn,
             {
@@ -125,15 +172,9 @@ class LiveSocket:
                 "sub": principal.sub or None,
                 "frame_ms": self.settings.frame_interval_ms,
                 "anonymous": not principal.sub,
+                "exp": principal.exp or None,
             },
         )
-        try:
-            await self.serve_client(conn, client)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.hub.remove(client)
-            log.info("ws_client_left", client=conn.id.hex[:8], code=conn.close_code)
 
     async def authenticate(self, conn: ServerConnection) -> Principal:
         try:
@@ -148,6 +189,10 @@ class LiveSocket:
             raise Refused(CLOSE_UNAUTHENTICATED, "first message must be a JSON auth message") from None
         if not isinstance(msg, dict) or msg.get("t") != "auth":
             raise Refused(CLOSE_UNAUTHENTICATED, 'first message must be {"t":"auth",...}')
+        return await self.principal_of(msg)
+
+    async def principal_of(self, msg: dict[str, Any]) -> Principal:
+        """The principal an auth message proves, or :class:`Refused` with the reason."""
         token, ticket = msg.get("token"), msg.get("ticket")
         if ticket is not None:
             principal = self.tickets.redeem(ticket) if isinstance(ticket, str) else None
@@ -168,12 +213,14 @@ class LiveSocket:
             raise Refused(CLOSE_FORBIDDEN, f"role {principal.role!r} may not watch the live feed")
         return principal
 
-    async def serve_client(self, conn: ServerConnection, client: Client) -> None:
+    async def serve_client(self, conn: ServerConnection, client: Client, expiry: Expiry | None = None) -> None:
         s = self.settings
         bucket = TokenBucket(s.ws_client_msgs_per_s, s.ws_client_burst)
         violations = 0
         async for raw in conn:
             problem = self.handle_message(conn, client, raw, bucket)
+            if problem == REAUTH:
+                problem = await self.reauthenticate(conn, client, raw, expiry)
             if problem is None:
                 continue
             violations += 1
@@ -212,7 +259,48 @@ class LiveSocket:
             self.send_now(conn, {"t": "pong", "ts": time.time_ns() // 1_000_000})
             return None
         if kind == "auth":
-            self.error(conn, "already_authenticated", "auth is only accepted as the first message")
-            return "already_authenticated"
-        self.error(conn, "unknown_type", f"unknown message type {str(kind)[:32]!r}; expected sub or ping")
+            return REAUTH  # verified by serve_client (verification may fetch keys: it awaits)
+        self.error(conn, "unknown_type", f"unknown message type {str(kind)[:32]!r}; expected sub, ping or auth")
         return "unknown_type"
+
+    async def reauthenticate(
+        self, conn: ServerConnection, client: Client, raw: str | bytes, expiry: Expiry | None
+    ) -> str | None:
+        """A new auth message on the open socket: the new principal from now on, or an error frame
+        (``invalid_token``, ``forbidden``) and nothing changes."""
+        msg = orjson.loads(raw)
+        try:
+            principal = await self.principal_of(msg)
+        except Refused as exc:
+            code = "forbidden" if exc.code == CLOSE_FORBIDDEN else "invalid_token"
+            self.error(conn, code, exc.reason)
+            return code
+        if expiry is not None:
+            self.welcome(conn, client, principal, expiry)
+        log.info("ws_client_reauthenticated", client=conn.id.hex[:8], role=principal.role)
+        return None
+
+
+class Expiry:
+    """Closes the socket (4401 "token expired") when the token it authenticated with expires."""
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def at(self, exp: int | None) -> None:
+        """Expire at epoch second ``exp`` (None: never, e.g. an anonymous viewer)."""
+        self.cancel()
+        if exp is not None:
+            delay = max(0.0, exp - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        metrics.AUTH_REFUSED.labels(str(CLOSE_UNAUTHENTICATED)).inc()
+        self._task = asyncio.get_running_loop().create_task(self.conn.close(CLOSE_UNAUTHENTICATED, "token expired"))
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

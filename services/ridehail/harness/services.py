@@ -42,9 +42,10 @@ async def wait_until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
 
 
 @contextlib.asynccontextmanager
-async def gateway_api(database_url: str, verifier: Any, hub: Any = None) -> AsyncIterator[Any]:
+async def gateway_api(database_url: str, verifier: Any, hub: Any = None, **settings: Any) -> AsyncIterator[Any]:
     """The gateway's REST routers (rides, quotes) as an ASGI app on ``database_url``, with the
-    gateway's own context and error handlers; tokens are checked by ``verifier``."""
+    gateway's own context and error handlers; tokens are checked by ``verifier``; ``settings``
+    override GatewaySettings fields."""
     from fastapi import FastAPI
 
     from ridehail.common.db import make_engine, make_sessionmaker
@@ -59,8 +60,8 @@ async def gateway_api(database_url: str, verifier: Any, hub: Any = None) -> Asyn
     app.include_router(rides_router)
     app.include_router(quotes_router)
     install_error_handlers(app)
-    settings = GatewaySettings(database_url=database_url)
-    app.state.ctx = GatewayContext(settings, make_sessionmaker(engine), verifier, producer=None, hub=hub)
+    gateway_settings = GatewaySettings(database_url=database_url, **settings)
+    app.state.ctx = GatewayContext(gateway_settings, make_sessionmaker(engine), verifier, producer=None, hub=hub)
     try:
         yield app
     finally:

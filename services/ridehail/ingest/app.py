@@ -3,9 +3,16 @@
 * ``rest``: the ping is written to Postgres before the answer (``200``, body ``stored`` or ``stale``);
 * ``rest-kafka``: the ping is produced to the broker (``202``, ``acknowledged`` or ``queued``).
 
-Bad input gets a 4xx with a reason (400 malformed JSON, 413 too large, 422 invalid ping or
-outside the service area) and is counted apart from failures; a backend that is down gets
-``503`` with ``Retry-After`` (the REST way of saying "try again later").
+Only a driver sends its own pings: every request carries ``Authorization: Bearer <access token>``
+of role ``driver`` whose subject is the ping's ``driver_id``, verified offline against the auth
+service's JWKS like every other service (401 without a valid token, 403 for another role or
+another driver's ping). A token verified once is remembered until it expires (bounded), so a
+driver pinging every second costs one signature check per token, not per ping.
+
+Bad input gets a 4xx with a reason (400 malformed JSON, 413 too large, declared or chunked: the
+body limit covers every route, 422 invalid ping or outside the service area) and is counted
+apart from failures; a backend that is down gets ``503`` with ``Retry-After`` (the REST way of
+saying "try again later").
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 
+from ridehail.common.auth_deps import bearer_token
+from ridehail.common.auth_tokens import InvalidToken, Principal, TokenVerifier
+from ridehail.common.bodylimit import BodySizeLimit
 from ridehail.common.health import health_router
 from ridehail.common.logging import get_logger
+from ridehail.common.security_headers import SecurityHeaders
 from ridehail.domain.events import DriverLocation, EventDecoder, EventError
 from ridehail.domain.geo import SERVICE_AREA
 from ridehail.ingest.settings import IngestSettings
@@ -70,6 +81,32 @@ def parse_ping(body: bytes, max_bytes: int) -> DriverLocation:
     return event
 
 
+class VerifiedTokens:
+    """Tokens already verified, until they expire (at most ``max_tokens``, oldest dropped first)."""
+
+    def __init__(self, verifier: TokenVerifier, max_tokens: int = 100_000) -> None:
+        self.verifier = verifier
+        self.max_tokens = max_tokens
+        self._known: dict[str, Principal] = {}
+
+    async def principal(self, token: str) -> Principal:
+        known = self._known.get(token)
+        if known is not None and known.exp > time.time():
+            return known
+        principal = await self.verifier.verify(token, expected_type="access")
+        if len(self._known) >= self.max_tokens:
+            self._known.pop(next(iter(self._known)))
+        self._known[token] = principal
+        return principal
+
+
+def _refused(status: int, reason: str) -> Response:
+    headers = (
+        {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'} if status == 401 else None
+    )
+    return _json(status, {"detail": reason}, headers)
+
+
 def make_sink(settings: IngestSettings) -> PingSink:
     if settings.ingest_mode == "rest":
         if not settings.database_url:
@@ -78,8 +115,11 @@ def make_sink(settings: IngestSettings) -> PingSink:
     return KafkaSink(settings.bootstrap, settings.ingest_ack, settings.ingest_timeout_s)
 
 
-def create_app(settings: IngestSettings, sink: PingSink | None = None) -> FastAPI:
+def create_app(
+    settings: IngestSettings, sink: PingSink | None = None, verifier: TokenVerifier | None = None
+) -> FastAPI:
     the_sink = sink or make_sink(settings)
+    tokens = VerifiedTokens(verifier or TokenVerifier(settings.auth_url + "/.well-known/jwks.json"))
     tally: Tally[str] = Tally()
     ok_status = 200 if settings.ingest_mode == "rest" else 202
     retry_after = {"Retry-After": str(settings.ingest_retry_after_s)}
@@ -88,6 +128,8 @@ def create_app(settings: IngestSettings, sink: PingSink | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await the_sink.start()
+        if not tokens.verifier.kids:  # the keys before the first ping (it would wait for them)
+            await tokens.verifier.refresh(force=True)  # auth away: logged; the first request tries again
         log.info("ingest_started", mode=settings.ingest_mode, ack=settings.ingest_ack, sink=the_sink.name)
         try:
             yield
@@ -95,6 +137,13 @@ def create_app(settings: IngestSettings, sink: PingSink | None = None) -> FastAP
             await the_sink.close()
 
     app = FastAPI(title="ridehail ingest", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+
+    def too_large() -> None:
+        tally["rejected"] += 1
+        REJECTED.labels("413").inc()
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes, read_ahead=True, on_reject=too_large)
+    app.add_middleware(SecurityHeaders)
     app.include_router(health_router("ingest", the_sink.readiness))
     app.state.tally = tally
 
@@ -103,21 +152,39 @@ def create_app(settings: IngestSettings, sink: PingSink | None = None) -> FastAP
         summary="One GPS ping (DriverLocation JSON)",
         status_code=ok_status,
         openapi_extra={"requestBody": PING_SCHEMA},
-        responses={400: {}, 413: {}, 422: {}, 503: {"description": "backend down; see Retry-After"}},
+        responses={
+            400: {},
+            401: {"description": "no valid driver token"},
+            403: {"description": "not a driver's token, or another driver's ping"},
+            413: {},
+            422: {},
+            503: {"description": "backend down; see Retry-After"},
+        },
     )
     async def ingest_ping(request: Request) -> Response:
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            principal = await tokens.principal(token) if token is not None else None
+        except InvalidToken as exc:
+            principal, reason = None, exc.reason
+        else:
+            reason = "missing bearer token"
+        if principal is None:
             tally["rejected"] += 1
-            REJECTED.labels("413").inc()
-            return _json(413, {"detail": f"body too large: {declared} bytes > {max_bytes}"})
+            REJECTED.labels("401").inc()
+            return _refused(401, reason)
         try:
             ping = parse_ping(await request.body(), max_bytes)
         except PingValidationError as exc:
             tally["rejected"] += 1
             REJECTED.labels(str(exc.status)).inc()
             return _json(exc.status, {"detail": exc.reason})
+        if principal.role != "driver" or principal.sub != ping.driver_id:
+            tally["rejected"] += 1
+            REJECTED.labels("403").inc()
+            who = "a driver's token" if principal.role != "driver" else f"the token of driver {ping.driver_id}"
+            return _json(403, {"detail": f"a ping needs {who}"})
         try:
             outcome = await the_sink.write(ping)
         except SinkUnavailable as exc:

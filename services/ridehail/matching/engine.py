@@ -16,11 +16,11 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ridehail.common.batch_consumer import Decoded, Rejected
 from ridehail.common.db import transaction
+from ridehail.common.failures import describe, is_infrastructure_failure, is_input_failure
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, event_type
 from ridehail.domain.geo import SERVICE_AREA
@@ -143,18 +143,24 @@ class MatchingEngine(MatchingState):
                             continue
                         mark = len(after)
                         try:
-                            # A savepoint per event: one event the database refuses is dead-lettered
+                            # A savepoint per event: one event that cannot be applied is dead-lettered
                             # instead of failing (and endlessly retrying) the whole batch.
                             async with session.begin_nested():
                                 await apply_ride_event(session, self, item.event, after, is_replayed(item))
                         except IllegalTransition as exc:
                             del after[mark:]
                             rejected.append(Rejected(item.message, exc.reason))
-                        except (DataError, IntegrityError) as exc:
+                        except Exception as exc:
+                            if is_infrastructure_failure(exc):
+                                raise  # the database is away: the whole batch is retried, nothing rejected
+                            # Whatever else it raised (the database refused a value, a number too large
+                            # to quantise, a bug), this event cannot be applied: dead-letter it and go on.
+                            # The rejection stands only if the transaction commits, i.e. the database
+                            # was reachable after this event failed.
                             del after[mark:]
                             self.dirty = True  # in-memory moves of this event are re-read from Postgres
-                            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
-                            rejected.append(Rejected(item.message, f"refused by the database: {reason}"))
+                            what = "refused by the database" if is_input_failure(exc) else "could not be applied"
+                            rejected.append(Rejected(item.message, f"{what}: {describe(exc)}"))
             except Exception:
                 self.dirty = True
                 raise

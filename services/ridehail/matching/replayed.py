@@ -3,7 +3,8 @@
 A ride request that arrives with the ``ridehail-replay`` header is stored (``rides.replayed``)
 but never matched here: the recording holds what the original run decided, and those decision
 events (``ride.offered``, ``ride.offer_timed_out``, ``ride.assigned``, ``ride.expired``, all
-replayed with the header too) are applied as recorded, with their driver claims. Applying one is
+replayed with the header too) are applied as recorded, with their driver claims, to rides a
+replay created only: the header on a decision about a live ride is refused (dead-lettered). Applying one is
 idempotent (its event id is recorded in the ride's history; a seen id is skipped), and does not
 depend on what this process's driver index would have chosen, so a replay ends in the recorded
 state at any speed.
@@ -14,7 +15,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ridehail.common.logging import get_logger
-from ridehail.domain.events import RideAssigned, RideExpired, RideOffered, RideOfferTimedOut
+from ridehail.domain.events import RideAssigned, RideExpired, RideOffered, RideOfferTimedOut, event_type
+from ridehail.domain.lifecycle import IllegalTransition
 from ridehail.stores import offers, rides
 
 log = get_logger(__name__)
@@ -32,6 +34,12 @@ async def apply_recorded_decision(session: AsyncSession, event: RecordedDecision
         log.info("recorded_decision_for_unknown_ride", ride_id=event.ride_id, type=type(event).__name__)
         await rides.insert_ride_event(session, event)
         return
+    if not ride["replayed"]:
+        # The header is only a claim: a live ride's decisions are matching's own, whoever says otherwise.
+        raise IllegalTransition(
+            f"recorded {event_type(type(event))} for live ride {event.ride_id}: "
+            "only rides a replay created follow a recording"
+        )
     if ride["status"] in ("arrived", "in_progress", "completed", "cancelled", "expired"):
         await rides.insert_ride_event(session, event)  # the ride has moved past this decision
         return

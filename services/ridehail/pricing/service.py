@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
 from ridehail.common.db import make_engine, make_sessionmaker, ping, transaction
+from ridehail.common.failures import describe
 from ridehail.common.health import health_app, make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
@@ -48,18 +49,30 @@ class SurgeHandler:
         self.applied = 0
 
     async def __call__(self, batch: list[Decoded]) -> list[Rejected]:
-        self.apply([d.event for d in batch])
-        return []
+        try:
+            self.apply([d.event for d in batch])
+            return []
+        except Exception:  # one event raised: apply them one by one (adding is idempotent) to find it
+            pass
+        rejected: list[Rejected] = []
+        for item in batch:
+            try:
+                self.apply([item.event])
+            except Exception as exc:
+                rejected.append(Rejected(item.message, f"could not be applied: {describe(exc)}"))
+        return rejected
 
-    def apply(self, events: list[Any]) -> None:
+    def apply(self, events: list[Any], received_ms: int | None = None) -> None:
+        """Add ``events`` to the book; an event stamped after its arrival counts from the arrival."""
         book = self.book
+        now = now_ms() if received_ms is None else received_ms
         n_loc = n_req = 0
         for e in events:
             if type(e) is DriverLocation:
-                book.add_location(e.driver_id, e.seq, e.ts, e.lat, e.lon, e.status == "available")
+                book.add_location(e.driver_id, e.seq, e.ts, e.lat, e.lon, e.status == "available", now)
                 n_loc += 1
             elif type(e) is RideRequested:
-                book.add_request(e.ride_id, e.ts, e.pickup.lat, e.pickup.lon)
+                book.add_request(e.ride_id, e.ts, e.pickup.lat, e.pickup.lon, now)
                 n_req += 1
         self.applied += n_loc + n_req
         if n_loc:

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from ridehail.common.settings import CommonSettings
-from ridehail.domain.surge import DEFAULT_RESOLUTION, SurgePolicy
+from ridehail.domain.surge import SurgePolicy
 
 
 class PricingSettings(CommonSettings):
     pricing_group_id: str = Field(default="ridehail-pricing", description="Pricing consumer group id.")
-    pricing_resolution: int = Field(
-        default=DEFAULT_RESOLUTION, ge=5, le=10, description="H3 resolution of surge cells (8: ~0.74 km² each)."
-    )
     pricing_window_s: float = Field(
         default=300.0, gt=0, le=3600, description="Sliding window over which demand and supply are counted."
     )

@@ -36,6 +36,9 @@ FRAME_MAGIC = b"RHFR"
 FRAME_HEADER = struct.Struct("<4sBBHIIIqqII")
 FRAME_HEADER_LEN = FRAME_HEADER.size  # 44
 MAX_PAYLOAD = 256 * 1024 * 1024  # a frame claiming more than this is corrupt, not big
+# The writer closes a frame at ~1 MiB of values (plus one record): a frame declaring more raw bytes
+# than this is corrupt or hostile, and reading it would cost that much memory.
+MAX_RAW_FRAME = 64 * 1024 * 1024
 
 KIND_HEADER, KIND_RECORDS, KIND_TRAILER = 1, 2, 3
 KIND_NAMES = {KIND_HEADER: "header", KIND_RECORDS: "records", KIND_TRAILER: "trailer"}
@@ -170,20 +173,60 @@ class _Compressor:
         return data
 
 
+class FrameSizeError(ValueError):
+    """A frame's payload does not decompress to exactly the size its header declares."""
+
+
 class _Decompressor:
+    """Decompresses a frame to exactly its declared ``raw_len``, never further: a few KB crafted to
+    expand to gigabytes stop at ``raw_len`` + 1 bytes of output (zlib) or before any output (a
+    zstd frame whose own header claims more), so reading costs at most what the frame declares."""
+
     def __init__(self) -> None:
         self._zd: Any = None
 
     def decompress(self, code: int, data: bytes, raw_len: int) -> bytes:
         if code == CODEC_NONE:
-            return data
-        if code == CODEC_ZLIB:
-            return zlib.decompress(data)
-        if code == CODEC_ZSTD:
-            if self._zd is None:
-                self._zd = _zstd().ZstdDecompressor()
-            return bytes(self._zd.decompress(data, max_output_size=raw_len))
-        raise ValueError(f"unknown codec id {code}")
+            out = data
+        elif code == CODEC_ZLIB:
+            out = self._zlib(data, raw_len)
+        elif code == CODEC_ZSTD:
+            out = self._zstandard(data, raw_len)
+        else:
+            raise ValueError(f"unknown codec id {code}")
+        if len(out) != raw_len:
+            raise FrameSizeError(f"frame holds {len(out)} bytes, its header declared {raw_len}")
+        return out
+
+    @staticmethod
+    def _zlib(data: bytes, raw_len: int) -> bytes:
+        d = zlib.decompressobj()
+        out = d.decompress(data, raw_len)
+        if d.unconsumed_tail and d.decompress(d.unconsumed_tail, 1):
+            raise FrameSizeError(f"frame decompresses beyond its declared size of {raw_len} bytes")
+        if not d.eof:
+            raise ValueError("truncated zlib stream")
+        return out
+
+    def _zstandard(self, data: bytes, raw_len: int) -> bytes:
+        zstd = _zstd()
+        declared = zstd.frame_content_size(data)  # -1 when the zstd frame does not say
+        if declared > raw_len:
+            raise FrameSizeError(f"frame decompresses to {declared} bytes, beyond its declared size of {raw_len}")
+        if self._zd is None:
+            self._zd = zstd.ZstdDecompressor()
+        chunks: list[bytes] = []
+        total = 0
+        with self._zd.stream_reader(data, read_across_frames=True) as reader:
+            while total <= raw_len:
+                chunk = reader.read(raw_len + 1 - total)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        if total > raw_len:
+            raise FrameSizeError(f"frame decompresses beyond its declared size of {raw_len} bytes")
+        return b"".join(chunks)
 
 
 # -- frames ------------------------------------------------------------------------------------------
@@ -220,8 +263,8 @@ class FrameHeader:
             return f"unknown frame kind {kind}"
         if codec not in CODEC_NAMES:
             return f"unknown codec id {codec}"
-        if plen > MAX_PAYLOAD or raw_len > MAX_PAYLOAD:
-            return f"implausible frame size {plen}"
+        if plen > MAX_PAYLOAD or raw_len > MAX_RAW_FRAME:
+            return f"implausible frame size {plen} (raw {raw_len})"
         return cls(kind, codec, count, raw_len, plen, first_ts, last_ts, pcrc)
 
 

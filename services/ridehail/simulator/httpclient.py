@@ -115,7 +115,8 @@ class HttpPingClient:
         self._all.add(conn)
         return conn
 
-    async def post(self, body: bytes) -> HttpAnswer:
+    async def post(self, body: bytes, token: str | None = None) -> HttpAnswer:
+        """POST ``body`` (with ``Authorization: Bearer <token>`` when given)."""
         conn = await self._free.get()
         try:
             if conn is None or not conn.alive:
@@ -127,7 +128,8 @@ class HttpPingClient:
             fut: asyncio.Future[HttpAnswer] = loop.create_future()
             conn.waiter = fut
             assert conn.transport is not None
-            conn.transport.write(self._prefix + str(len(body)).encode() + b"\r\n\r\n" + body)
+            auth = b"\r\nAuthorization: Bearer " + token.encode() if token else b""
+            conn.transport.write(self._prefix + str(len(body)).encode() + auth + b"\r\n\r\n" + body)
             timer = loop.call_later(self.timeout_s, _expire, fut)
             try:
                 return await fut

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +26,20 @@ from ridehail.simulator.transport import RestPingSender
 log = get_logger(__name__)
 
 
+def tokens_from_file(path: str | None) -> Callable[[str], str] | None:
+    """Driver tokens from a JSON object ``{driver_id: access token}`` (None without a file); a
+    driver missing from it posts without a token (the edge answers 401)."""
+    if path is None:
+        return None
+    import json
+    from pathlib import Path
+
+    tokens = json.loads(Path(path).read_text())
+    if not isinstance(tokens, dict):
+        raise ValueError(f"{path}: expected a JSON object of driver id -> token")
+    return lambda driver_id: str(tokens.get(driver_id, ""))
+
+
 class SimulatorService:
     """Everything the simulator runs; ``run(stop)`` until ``stop`` is set (or ``duration_s``)."""
 
@@ -35,9 +50,12 @@ class SimulatorService:
         serve_http: bool = True,
         consume: bool = True,
         instance: str = "simulator",
+        driver_token: Callable[[str], str] | None = None,
         **fleet_overrides: Any,
     ) -> None:
         self.settings = settings
+        # REST transports: the ingest edge takes a ping only with its driver's access token
+        self.driver_token = driver_token or tokens_from_file(settings.simulator_driver_tokens_file)
         self.serve_http = serve_http
         self.consume = consume
         self.graph = RoadGraph.load(settings.road_graph)
@@ -76,7 +94,8 @@ class SimulatorService:
 
     def _post_ping(self, ping: DriverLocation) -> None:
         assert self.rest is not None
-        self.rest.submit(encode(ping))
+        token = self.driver_token(ping.driver_id) if self.driver_token is not None else None
+        self.rest.submit(encode(ping), token=token)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -100,6 +100,7 @@ class RiderSimulator:
         self._backoff_s = 0.0
         self._blocked_until = 0.0
         self._inflight: set[asyncio.Task[str | None]] = set()
+        self._requesting: set[str] = set()  # emails with a request in flight
         self._max_inflight = 64
 
     # -- main loop -------------------------------------------------------------------------------
@@ -136,9 +137,25 @@ class RiderSimulator:
                 await client.aclose()
                 self._client = None
 
+    def free_accounts(self) -> list[Account]:
+        """Accounts with no ride open or being requested (the gateway allows one active ride each)."""
+        busy = {ride.account.email for ride in self.open.values()} | self._requesting
+        return [a for a in self.accounts if a.email not in busy]
+
     async def request_one(self) -> str | None:
-        """Request one ride as a random rider; returns the ride id, or None (logged) on failure."""
-        account = self.rng.choice(self.accounts)
+        """Request one ride as a random free rider; returns the ride id, or None (logged) on failure."""
+        free = self.free_accounts()
+        if not free:
+            RIDER_REQUESTS.labels("skipped_no_free_rider").inc()  # more accounts: RIDEHAIL_RIDER_ACCOUNTS
+            return None
+        account = self.rng.choice(free)
+        self._requesting.add(account.email)
+        try:
+            return await self._request_as(account)
+        finally:
+            self._requesting.discard(account.email)
+
+    async def _request_as(self, account: Account) -> str | None:
         pickup, dropoff = self.random_trip()
         self.stats.requested += 1
         try:

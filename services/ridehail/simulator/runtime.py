@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from ridehail.common.batch_consumer import BatchConsumer, Decoded, Rejected
+from ridehail.common.failures import describe, is_infrastructure_failure
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import (
@@ -143,50 +144,56 @@ class RideEventHandler:
         rejected: list[Rejected] = []
         now = self.clock.now()
         for item in batch:
-            event = item.event
-            if isinstance(event, RideAssigned):
-                if not self.fleet.owns(event.driver_id):
-                    ASSIGNMENTS.labels("other_fleet").inc()
-                    continue
-                if event.ts < self.started_ms:
-                    ASSIGNMENTS.labels("stale").inc()
-                    log.info("stale_assignment_ignored", ride_id=event.ride_id, driver_id=event.driver_id)
-                    # No ride may stay assigned to a driver that will never drive it.
-                    self._refuse(event, "assignment predates the driver's session (simulator restarted)")
-                    continue
-                try:
-                    if self.fleet.assign(
-                        event.driver_id,
-                        event.ride_id,
-                        event.pickup,
-                        event.dropoff,
-                        now,
-                        rider_id=event.rider_id,
-                        surge_multiplier=event.surge_multiplier,
-                    ):
-                        self.accepted += 1
-                        ASSIGNMENTS.labels("accepted").inc()
-                        log.info("ride_assigned", ride_id=event.ride_id, driver_id=event.driver_id)
-                    else:
-                        ASSIGNMENTS.labels("duplicate").inc()
-                except AssignmentRejected as exc:
-                    self.rejected += 1
-                    ASSIGNMENTS.labels("rejected").inc()
-                    log.warning(
-                        "assignment_rejected", ride_id=event.ride_id, driver_id=event.driver_id, reason=exc.reason
-                    )
-                    rejected.append(Rejected(item.message, exc.reason))
-                    self._refuse(event, exc.reason)
-            elif isinstance(event, RideOffered):
-                self._on_offer(event, now)
-            elif isinstance(event, RideOfferTimedOut):
-                if self.fleet.withdraw_offer(event.ride_id):
-                    OFFERS.labels("timed_out").inc()
-            elif isinstance(event, RideCancelled):
-                freed = self.fleet.cancel(event.ride_id, now)
-                if freed is not None:
-                    log.info("ride_cancelled", ride_id=event.ride_id, driver_id=freed.driver_id, by=event.by)
+            try:
+                self._apply(item, now, rejected)
+            except Exception as exc:
+                if is_infrastructure_failure(exc):
+                    raise  # e.g. the producer's queue is full: retry the batch, lose nothing
+                rejected.append(Rejected(item.message, f"could not be applied: {describe(exc)}"))
         return rejected
+
+    def _apply(self, item: Decoded, now: float, rejected: list[Rejected]) -> None:
+        event = item.event
+        if isinstance(event, RideAssigned):
+            if not self.fleet.owns(event.driver_id):
+                ASSIGNMENTS.labels("other_fleet").inc()
+                return
+            if event.ts < self.started_ms:
+                ASSIGNMENTS.labels("stale").inc()
+                log.info("stale_assignment_ignored", ride_id=event.ride_id, driver_id=event.driver_id)
+                # No ride may stay assigned to a driver that will never drive it.
+                self._refuse(event, "assignment predates the driver's session (simulator restarted)")
+                return
+            try:
+                if self.fleet.assign(
+                    event.driver_id,
+                    event.ride_id,
+                    event.pickup,
+                    event.dropoff,
+                    now,
+                    rider_id=event.rider_id,
+                    surge_multiplier=event.surge_multiplier,
+                ):
+                    self.accepted += 1
+                    ASSIGNMENTS.labels("accepted").inc()
+                    log.info("ride_assigned", ride_id=event.ride_id, driver_id=event.driver_id)
+                else:
+                    ASSIGNMENTS.labels("duplicate").inc()
+            except AssignmentRejected as exc:
+                self.rejected += 1
+                ASSIGNMENTS.labels("rejected").inc()
+                log.warning("assignment_rejected", ride_id=event.ride_id, driver_id=event.driver_id, reason=exc.reason)
+                rejected.append(Rejected(item.message, exc.reason))
+                self._refuse(event, exc.reason)
+        elif isinstance(event, RideOffered):
+            self._on_offer(event, now)
+        elif isinstance(event, RideOfferTimedOut):
+            if self.fleet.withdraw_offer(event.ride_id):
+                OFFERS.labels("timed_out").inc()
+        elif isinstance(event, RideCancelled):
+            freed = self.fleet.cancel(event.ride_id, now)
+            if freed is not None:
+                log.info("ride_cancelled", ride_id=event.ride_id, driver_id=freed.driver_id, by=event.by)
 
     def _on_offer(self, event: RideOffered, now: float) -> None:
         if not self.fleet.owns(event.driver_id):

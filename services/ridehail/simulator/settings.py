@@ -78,6 +78,11 @@ class SimulatorSettings(CommonSettings):
         default="kafka",
         description="How pings leave: kafka (produce to the broker) or rest / rest-kafka (POST to the ingest edge).",
     )
+    simulator_driver_tokens_file: str | None = Field(
+        default=None,
+        description="REST transports: JSON file {driver_id: access token}; the ingest edge takes a driver's "
+        "pings only with that driver's token (unset: pings go without one and are refused with 401).",
+    )
     simulator_ingest_url: str | None = Field(
         default=None,
         pattern=r"^http://",

@@ -84,9 +84,10 @@ class RestPingSender:
         """Pings waiting in this client: queued plus waiting out a retry backoff."""
         return self._queue.qsize() + self._retrying
 
-    def submit(self, body: bytes, tag: Any = None, created: float | None = None) -> None:
+    def submit(self, body: bytes, tag: Any = None, created: float | None = None, token: str | None = None) -> None:
+        """Queue one ping; ``token`` (the driver's access token) goes with it as a bearer token."""
         self.stats.submitted += 1
-        item = (body, time.monotonic() if created is None else created, 0, tag)
+        item = (body, time.monotonic() if created is None else created, 0, tag, token)
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -105,7 +106,7 @@ class RestPingSender:
         if self.on_result is not None:
             self.on_result(tag, outcome, latency_s)
 
-    def _requeue(self, item: tuple[bytes, float, int, Any]) -> None:
+    def _requeue(self, item: tuple[bytes, float, int, Any, str | None]) -> None:
         self._retrying -= 1
         try:
             self._queue.put_nowait(item)
@@ -119,14 +120,14 @@ class RestPingSender:
             item = await self._queue.get()
             if item is _STOP:
                 return
-            body, created, attempt, tag = item
+            body, created, attempt, tag, token = item
             now = time.monotonic()
             if attempt == 0 and self.max_queue_wait_s is not None and now - created > self.max_queue_wait_s:
                 self._finish(tag, "dropped", 0.0)
                 continue
             retry_after: float | None = None
             try:
-                answer = await post(body)
+                answer = await post(body, token)
             except HttpTransportError as exc:
                 self.stats.connection_errors += 1
                 self.stats.last_error = str(exc)[:200]
@@ -151,7 +152,7 @@ class RestPingSender:
             self.stats.retries += 1
             REST_RETRIES.inc()
             self._retrying += 1
-            loop.call_later(delay, self._requeue, (body, created, attempt + 1, tag))
+            loop.call_later(delay, self._requeue, (body, created, attempt + 1, tag, token))
 
     async def run(self, stop: asyncio.Event, drain_s: float = 2.0) -> None:
         """Post until ``stop``; then give queued pings ``drain_s`` to go out and close."""

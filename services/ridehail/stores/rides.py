@@ -174,6 +174,33 @@ async def store_fare(session: AsyncSession, event: RideCompleted, locked_multipl
 
 # -- the rider's side (gateway) ---------------------------------------------------------------------
 
+ACTIVE_STATUSES = ("requested", "offered", "assigned", "arrived", "in_progress")
+
+
+async def lock_rider(session: AsyncSession, rider_id: str) -> None:
+    """Serialise the caller's transaction with every other one holding this rider's lock (released
+    at commit or rollback): a check-then-insert under it cannot race another request of the rider."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('ridehail.rider:' || :u, 0))"), {"u": rider_id}
+    )
+
+
+async def active_ride_of(session: AsyncSession, rider_id: str) -> Any:
+    """The rider's ride that has not ended yet (ride_id, status), if any; replayed rides do not count."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "SELECT ride_id, status FROM rides WHERE rider_id = :u AND status = ANY(:active) "
+                    "AND NOT replayed ORDER BY requested_at DESC LIMIT 1"
+                ),
+                {"u": rider_id, "active": list(ACTIVE_STATUSES)},
+            )
+        )
+        .mappings()
+        .first()
+    )
+
 
 async def insert_ride(
     session: AsyncSession,

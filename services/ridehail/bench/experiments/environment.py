@@ -28,6 +28,7 @@ from ridehail.bench.experiments.infra import (
     temp_root,
 )
 from ridehail.common.ports import free_port
+from ridehail.harness.tokens import DriverTokens, LocalSigner, serving_jwks
 
 # path name -> (ingest mode, ack); the kafka path has no edge
 REST_PATHS: dict[str, tuple[str, str]] = {
@@ -47,6 +48,8 @@ class BenchEnvironment:
     matching: ServiceProcess
     edges: dict[str, ServiceProcess] = field(default_factory=dict)
     postgres_probe: dict[str, float] = field(default_factory=dict)
+    # the edges verify driver tokens offline against this signer's JWKS (served by the bench)
+    driver_tokens: DriverTokens = field(default_factory=lambda: DriverTokens(LocalSigner()))
 
     def components(self) -> dict[str, Any]:
         out: dict[str, Any] = {"postgres": self.postgres, "broker": self.broker, "matching": self.matching}
@@ -158,7 +161,10 @@ def bench_environment(
     postgres = PrivatePostgres(root)
     broker: PrivateBroker | PrivateCluster = PrivateCluster(root) if broker_kind == "kafka" else PrivateBroker(root)
     started: list[Any] = []
+    signer = LocalSigner()
+    jwks = contextlib.ExitStack()
     try:
+        auth_url = jwks.enter_context(serving_jwks(signer))
         postgres.start()
         started.append(postgres)
         broker.start()
@@ -178,7 +184,7 @@ def bench_environment(
             port,
             root,
         )
-        env = BenchEnvironment(root, postgres, broker, matching)
+        env = BenchEnvironment(root, postgres, broker, matching, driver_tokens=DriverTokens(signer))
         env.postgres_probe = postgres_probe(postgres.dsn)
         matching.start()
         started.append(matching)
@@ -196,6 +202,7 @@ def bench_environment(
                     "RIDEHAIL_INGEST_MODE": mode,
                     "RIDEHAIL_INGEST_ACK": ack,
                     "RIDEHAIL_INGEST_DB_POOL_SIZE": str(rest_db_pool),
+                    "RIDEHAIL_AUTH_BASE_URL": auth_url,  # the JWKS the edge verifies driver tokens with
                 },
                 port,
                 root,
@@ -209,4 +216,5 @@ def bench_environment(
         for comp in reversed(started):
             with contextlib.suppress(Exception):
                 comp.close()
+        jwks.close()
         remove_tree(root)

@@ -41,7 +41,9 @@ def _send_malformed(load: KafkaPathLoad | HttpPathLoad, maker: PingMaker) -> Non
         if isinstance(load, KafkaPathLoad):
             load.producer.produce(DRIVER_LOCATION.name, body, f"malformed-{i}")
         else:
-            load.sender.submit(body, (f"malformed-{i}", float("-inf")), created=None)
+            # a valid driver token: the edge refuses these for their bodies (400/422), not for auth
+            token = load.token_for(f"malformed-{i}")
+            load.sender.submit(body, (f"malformed-{i}", float("-inf")), created=None, token=token)
 
 
 def _outside(maker: PingMaker, i: int) -> bytes:
@@ -85,8 +87,16 @@ async def _measure_step(
     if path == "kafka":
         load: KafkaPathLoad | HttpPathLoad = KafkaPathLoad(env.broker.bootstrap, maker, rec, f"bench-{prefix}")
     else:
+        for k in range(drivers):  # sign every driver's token before the clock starts
+            env.driver_tokens(maker.driver_id(k))
         load = HttpPathLoad(
-            env.ingest_url(path), maker, rec, connections=connections, retry_s=0.0, max_queue_wait_s=1.0
+            env.ingest_url(path),
+            maker,
+            rec,
+            connections=connections,
+            retry_s=0.0,
+            max_queue_wait_s=1.0,
+            token_for=env.driver_tokens,
         )
     dlq0 = env.dead_lettered()
     _send_malformed(load, maker)  # first in the queue, so a saturated client still sends them

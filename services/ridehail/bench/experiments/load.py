@@ -144,9 +144,11 @@ class HttpPathLoad:
         connections: int,
         retry_s: float,
         max_queue_wait_s: float | None,
+        token_for: Callable[[str], str],
     ) -> None:
         self.maker = maker
         self.recorder = recorder
+        self.token_for = token_for  # each driver posts with its own access token, as the edge requires
         self._due: dict[Any, float] = {}
         self.sender = RestPingSender(
             url,
@@ -164,7 +166,7 @@ class HttpPathLoad:
 
     def emit(self, k: int, due: float) -> None:
         ping = self.maker.make(k)
-        self.sender.submit(encode(ping), (ping.driver_id, due), created=due)
+        self.sender.submit(encode(ping), (ping.driver_id, due), created=due, token=self.token_for(ping.driver_id))
 
     @property
     def backlog(self) -> int:

@@ -132,7 +132,13 @@ async def _scenario(
             loads[p] = KafkaPathLoad(env.broker.bootstrap, makers[p], recs[p], f"outage-{tag}")
         else:
             loads[p] = HttpPathLoad(
-                env.ingest_url(p), makers[p], recs[p], connections=32, retry_s=retry_s, max_queue_wait_s=None
+                env.ingest_url(p),
+                makers[p],
+                recs[p],
+                connections=32,
+                retry_s=retry_s,
+                max_queue_wait_s=None,
+                token_for=env.driver_tokens,
             )
     produced = dict.fromkeys(paths, 0)
 

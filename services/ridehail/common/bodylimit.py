@@ -1,8 +1,14 @@
-"""ASGI middleware refusing request bodies over a size limit with 413 (declared or streamed)."""
+"""ASGI middleware refusing request bodies over a size limit with 413 (declared or streamed).
+
+Every ridehail app installs it. By default a streamed (chunked) body is counted as the app reads
+it, so a route that reads its body stops at the limit. With ``read_ahead=True`` the middleware
+reads the whole body (at most ``max_bytes`` + one chunk) before the app sees the request and
+replays it: every route answers 413 alike, including routes that never read their body."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,11 +22,17 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, read_ahead: bool = False, on_reject: Callable[[], None] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_ahead = read_ahead
+        self.on_reject = on_reject  # e.g. counts the refusal in the app's own metrics
 
     async def _reject(self, send: Send) -> None:
+        if self.on_reject is not None:
+            self.on_reject()
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
         await send(
             {
@@ -44,6 +56,9 @@ class BodySizeLimit:
                 if declared > self.max_bytes:
                     await self._reject(send)
                     return
+        if self.read_ahead:
+            await self._read_ahead(scope, receive, send)
+            return
         received = 0
         started = False
 
@@ -67,3 +82,30 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not started:
                 await self._reject(send)
+
+    async def _read_ahead(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away: the app sees the disconnect
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await self._reject(send)
+                return
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                message = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 
 from ridehail.auth import users
@@ -86,6 +86,21 @@ def too_many(seconds: float, reason: str) -> TooManyRequests:
     return error
 
 
+async def check_password(state: AuthState, email: str, password: str) -> tuple[User | None, str | None]:
+    """The active user whose password this is (and a stronger re-hash if one is due), else None.
+
+    Costs one Argon2 verification either way (a dummy one for unknown accounts), through the hash gate."""
+    user: User | None = None
+    if len(password) <= MAX_LENGTH and not has_unsafe_characters(email + password):
+        async with transaction(state.sessions) as session:
+            user = await users.by_email(session, email)
+    if user is None or not user.is_active:
+        await state.hash_gate.run(state.hasher.dummy_verify, password[:MAX_LENGTH])
+        return None, None
+    ok, new_hash = await state.hash_gate.run(state.hasher.verify_and_update, password, user.password_hash)
+    return (user, new_hash) if ok else (None, None)
+
+
 def _pair(pair: Pair) -> TokenPair:
     return TokenPair(
         access_token=pair.access_token,
@@ -135,7 +150,7 @@ def build_router() -> APIRouter:
         wait = state.ip_registrations.hit(client_address(request, state))
         if wait:
             raise too_many(wait, "too many registrations from this address")
-        password_hash = await run_in_threadpool(state.hasher.hash, body.password)
+        password_hash = await state.hash_gate.run(state.hasher.hash, body.password)
         async with transaction(state.sessions) as session:
             user = await users.insert_user(session, body.email, password_hash, body.role)
         if user is None:
@@ -151,34 +166,31 @@ def build_router() -> APIRouter:
     async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, state: State) -> TokenPair:
         address = client_address(request, state)
         email = normalise_email(form.username)
-        ip_wait = state.ip_failures.retry_after(address)
         account_wait = state.account_backoff.retry_after(email)
-        wait = max(ip_wait, account_wait)
-        if wait:
-            raise too_many(wait, "too many failed logins; retry later")
+        if account_wait:
+            raise too_many(account_wait, "too many failed logins; retry later")
         if email in state.logins_in_flight:
             # one password check per account at a time: parallel guesses cannot outrun the backoff
             raise too_many(1.0, "another login for this account is in progress")
+        # the attempt counts against the address before the hash, so parallel guesses cannot outrun
+        # the limit; it is given back unless the password turns out wrong
+        attempt_at = time.monotonic()
+        ip_wait = state.ip_failures.hit(address, attempt_at)
+        if ip_wait:
+            raise too_many(ip_wait, "too many failed logins; retry later")
+        failed = False
         state.logins_in_flight.add(email)
         try:
-            user: User | None = None
-            plausible = len(form.password) <= MAX_LENGTH and not has_unsafe_characters(email + form.password)
-            if plausible:
-                async with transaction(state.sessions) as session:
-                    user = await users.by_email(session, email)
-            if user is not None and user.is_active:
-                ok, new_hash = await run_in_threadpool(
-                    state.hasher.verify_and_update, form.password, user.password_hash
-                )
-            else:
-                ok, new_hash = await run_in_threadpool(state.hasher.dummy_verify, form.password[:MAX_LENGTH]), None
-            if not ok or user is None:
-                state.account_backoff.failure(email)
-                state.ip_failures.record(address)
-                log.info("login_failed", client=address)
-                raise Unauthenticated(BAD_CREDENTIALS, "invalid_grant")
+            user, new_hash = await check_password(state, email, form.password)
+            failed = user is None
         finally:
             state.logins_in_flight.discard(email)
+            if not failed:
+                state.ip_failures.release(address, attempt_at)
+        if user is None:
+            state.account_backoff.failure(email)
+            log.info("login_failed", client=address)
+            raise Unauthenticated(BAD_CREDENTIALS, "invalid_grant")
         state.account_backoff.success(email)
         async with transaction(state.sessions) as session:
             if new_hash:
@@ -266,19 +278,21 @@ def build_router() -> APIRouter:
     )
     async def exchange(body: ExchangeRequest, request: Request, state: State) -> TokenPair:
         address = client_address(request, state)
-        wait = state.ip_failures.retry_after(address)
+        attempt_at = time.monotonic()  # counted first, given back on success (as for logins)
+        wait = state.ip_failures.hit(address, attempt_at)
         if wait:
             raise too_many(wait, "too many failed attempts; retry later")
-        async with transaction(state.sessions) as session:
-            user_id = await consume_login_code(session, body.code)
-            user = await session.get(User, user_id) if user_id is not None else None
-            pair = (
-                await start_session(session, state.issuer, user, state.settings.refresh_token_ttl_s)
-                if user is not None and user.is_active
-                else None
-            )
+        pair: Pair | None = None
+        try:
+            async with transaction(state.sessions) as session:
+                user_id = await consume_login_code(session, body.code)
+                user = await session.get(User, user_id) if user_id is not None else None
+                if user is not None and user.is_active:
+                    pair = await start_session(session, state.issuer, user, state.settings.refresh_token_ttl_s)
+        finally:
+            if pair is not None:
+                state.ip_failures.release(address, attempt_at)
         if pair is None:
-            state.ip_failures.record(address)
             raise Unauthenticated("invalid, used or expired login code", "invalid_grant")
         return _pair(pair)
 

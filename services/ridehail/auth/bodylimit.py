@@ -16,19 +16,24 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """413 for bodies over ``max_bytes``; on ``oauth_paths`` as an RFC 6749 error (``invalid_request``)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, oauth_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.oauth_paths = oauth_paths
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        reason = f"request body larger than {self.max_bytes} bytes"
+        headers = [(b"content-type", b"application/json")]
+        if scope.get("path") in self.oauth_paths:
+            payload: dict[str, str] = {"error": "invalid_request", "error_description": reason}
+            headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+        else:
+            payload = {"detail": reason}
+        body = json.dumps(payload).encode()
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -42,7 +47,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.max_bytes + 1
                 if declared > self.max_bytes:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
         received = 0
         started = False
@@ -66,4 +71,4 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)

@@ -17,6 +17,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from ridehail.domain.errors import TooManyRequests
+
 
 @dataclass
 class _Failures:
@@ -122,6 +124,13 @@ class WindowLimiter:
             events.remove(at)
         if not events:
             del self._events[key]
+
+
+def too_many(seconds: float, reason: str) -> TooManyRequests:
+    """429 with ``Retry-After`` rounded up to whole seconds."""
+    error = TooManyRequests(reason, seconds)
+    error.headers["Retry-After"] = retry_after_header(seconds)
+    return error
 
 
 def retry_after_header(seconds: float) -> str:

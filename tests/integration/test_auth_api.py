@@ -355,7 +355,8 @@ async def test_login_code_is_admin_only_and_works_once(
     me = await client.get("/auth/me", headers=bearer(pair.json()["access_token"]))
     assert me.json()["role"] == "viewer"
     reused = await client.post("/auth/exchange", json={"code": code})
-    assert reused.status_code == 401
+    assert reused.status_code == 401 and reused.json() == {"detail": "invalid, used or expired login code"}
+    assert reused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')  # RFC 6750 codes only
 
 
 async def test_expired_login_code_is_refused(

@@ -34,7 +34,7 @@ from ridehail.common.auth_tokens import InvalidToken
 from ridehail.common.db import transaction
 from ridehail.common.logging import get_logger
 from ridehail.common.models import User
-from ridehail.domain.errors import Conflict, Unauthenticated
+from ridehail.domain.errors import Conflict, Unauthenticated, Unavailable
 
 log = get_logger(__name__)
 
@@ -74,10 +74,15 @@ def build_router() -> APIRouter:
         responses={409: _err("Email already registered"), **E413, **E429, **E503},
     )
     async def register(body: RegisterRequest, request: Request, state: State) -> UserOut:
-        wait = state.ip_registrations.hit(client_address(request, state))
+        address, attempt_at = client_address(request, state), time.monotonic()
+        wait = state.ip_registrations.hit(address, attempt_at)
         if wait:
             raise too_many(wait, "too many registrations from this address")
-        password_hash = await state.hash_gate.run(state.hasher.hash, body.password)
+        try:
+            password_hash = await state.hash_gate.run(state.hasher.hash, body.password)
+        except Unavailable:  # refused before any work: it does not count against the address
+            state.ip_registrations.release(address, attempt_at)
+            raise
         async with transaction(state.sessions) as session:
             user = await users.insert_user(session, body.email, password_hash, body.role)
         if user is None:
@@ -165,7 +170,7 @@ def build_router() -> APIRouter:
             if pair is not None:
                 state.ip_failures.release(address, attempt_at)
         if pair is None:
-            raise Unauthenticated("invalid, used or expired login code", "invalid_grant")
+            raise Unauthenticated("invalid, used or expired login code")
         return token_response(pair)
 
     @router.get(

@@ -329,3 +329,28 @@ async def test_access_tokens_are_rfc9068_jwts(client: httpx.AsyncClient, auth_se
     wrong = await token_request(client, grant_type="refresh_token", refresh_token=pair["access_token"])
     assert "token type" in assert_oauth_error(wrong, 400, "invalid_grant")
     assert auth_service.state.verifier.verify_sync(pair["access_token"]).sub == claims["sub"]
+
+
+async def test_tokens_of_the_older_format_refresh_or_fail_with_a_reason(
+    client: httpx.AsyncClient, auth_service: AuthService
+) -> None:
+    """Tokens issued before access tokens were RFC 9068 JWTs: header typ JWT, no client_id claim."""
+    import jwt
+
+    email = await new_user(client)
+    pair = await password_grant(client, email)
+    active = auth_service.state.issuer.key_set.active
+
+    def older(token: str) -> str:  # the same claims, signed as the service signed them before
+        claims = {k: v for k, v in claims_of(token).items() if k != "client_id"}
+        return jwt.encode(claims, active.private_key, algorithm=active.algorithm, headers={"kid": active.kid})
+
+    old_access, old_refresh = older(pair["access_token"]), older(pair["refresh_token"])
+    assert header_of(old_access)["typ"] == "JWT"
+    me = await client.get("/auth/me", headers=bearer(old_access))
+    assert me.status_code == 401 and "at+jwt" in me.json()["detail"] and "refresh" in me.json()["detail"]
+    # its refresh token (same session, no client named) still rotates, into tokens of today's format
+    rotated = await token_request(client, grant_type="refresh_token", refresh_token=old_refresh)
+    assert rotated.status_code == 200, rotated.text
+    assert header_of(rotated.json()["access_token"])["typ"] == "at+jwt"
+    assert (await client.get("/auth/me", headers=bearer(rotated.json()["access_token"]))).status_code == 200

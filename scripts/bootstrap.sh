@@ -2,8 +2,9 @@
 # Install everything ridehail needs from the project's own files, idempotently:
 #   uv (pinned, hash-checked, into .tools/uv), the virtualenv
 #   (.venv) exactly as uv.lock says (runtime + dev extras), and Leaflet from npm (package-lock.json).
-# With --test it also installs what the tests use from Debian (chromium for the browser tests,
-# docker-compose to validate docker-compose.yml) when they are missing and we may install them.
+# With --test it also installs the npm packages of tests/interop (jose, from its package-lock.json)
+# and what the tests use from Debian (chromium for the browser tests, docker-compose to validate
+# docker-compose.yml) when they are missing and we may install them.
 #
 # `uv sync --locked` refuses to run when pyproject.toml and uv.lock disagree: run `make lock`.
 set -euo pipefail
@@ -37,19 +38,26 @@ if ! "$UV" sync --locked --extra dev --python "$PY" --quiet; then
   exit 1
 fi
 
-# -- npm (Leaflet for the map) -----------------------------------------------------------------
-if [ -f frontend/package.json ]; then
-  lock_digest=$(cat frontend/package.json frontend/package-lock.json | sha256sum | cut -d' ' -f1)
-  npm_stamp=frontend/node_modules/.ridehail-installed
+# -- npm: Leaflet for the map; with --test also the interoperability tests' packages (jose) ----
+npm_install() {  # npm ci in folder $1 when its package files changed since the last install
+  local folder=$1 what=$2
+  [ -f "$folder/package.json" ] || return 0
+  local lock_digest npm_stamp
+  lock_digest=$(cat "$folder/package.json" "$folder/package-lock.json" | sha256sum | cut -d' ' -f1)
+  npm_stamp=$folder/node_modules/.ridehail-installed
   if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$lock_digest" ]; then
     if ! command -v npm >/dev/null 2>&1; then
-      echo "bootstrap: npm is missing: install Node.js (>= 18) to get the map's Leaflet files" >&2
+      echo "bootstrap: npm is missing: install Node.js (>= 20) to get $what" >&2
       exit 1
     fi
-    echo "bootstrap: installing frontend packages (npm ci)"
-    npm ci --prefix frontend --no-audit --no-fund --loglevel=error
+    echo "bootstrap: installing $folder packages (npm ci)"
+    npm ci --prefix "$folder" --no-audit --no-fund --loglevel=error
     echo "$lock_digest" > "$npm_stamp"
   fi
+}
+npm_install frontend "the map's Leaflet files"
+if [ "$want_test_tools" = 1 ]; then
+  npm_install tests/interop "jose for the token interoperability test"
 fi
 
 # -- Debian tools the tests use ----------------------------------------------------------------

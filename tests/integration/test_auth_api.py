@@ -144,9 +144,11 @@ async def test_wrong_password_and_unknown_user_look_the_same(client: httpx.Async
     await register(client, email)
     wrong = await login(client, email, "not the right password")
     unknown = await login(client, new_email("nobody"), "not the right password")
-    assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {"detail": "incorrect email or password"}
-    assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
+    assert wrong.status_code == unknown.status_code == 400  # RFC 6749: invalid_grant
+    assert (
+        wrong.json() == unknown.json() == {"error": "invalid_grant", "error_description": "incorrect email or password"}
+    )
+    assert dict(wrong.headers).keys() == dict(unknown.headers).keys()
 
 
 async def test_registration_rules(client: httpx.AsyncClient, pg: asyncpg.Connection) -> None:
@@ -200,7 +202,11 @@ async def test_malformed_requests_get_4xx_with_a_reason(
     before = await user_count(pg)
     response = await client.post(path, **request_kwargs)
     assert 400 <= response.status_code < 500, response.text
-    assert response.json()["detail"]
+    body = response.json()
+    if path == "/auth/token":  # the token endpoint answers as RFC 6749 says
+        assert body["error"] == "invalid_request" and body["error_description"]
+    else:
+        assert body["detail"]
     assert await user_count(pg) == before
 
 
@@ -242,7 +248,7 @@ async def test_lone_surrogates_in_json_are_refused(client: httpx.AsyncClient, pg
         content=b"username=x%40example.com&password=p%ED%A0%80p%ED%A0%80p%ED%A0%80",  # surrogates as invalid UTF-8
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert login_response.status_code in (400, 401, 422)
+    assert login_response.status_code == 400 and login_response.json()["error"] == "invalid_request"
     assert await user_count(pg) == before
 
 
@@ -258,7 +264,7 @@ async def test_unicode_and_sql_looking_input_is_stored_literally(
         # the NFC, case-folded form logs in; the exact password (no normalisation) is required
         response = await login(client, unicodedata.normalize("NFC", email).upper(), password)
         assert response.status_code == 200, response.text
-        assert (await login(client, email, password + " ")).status_code == 401
+        assert (await login(client, email, password + " ")).status_code == 400
     assert await pg.fetchval("SELECT to_regclass('users') IS NOT NULL")
     stored = await pg.fetchval(
         "SELECT email FROM users WHERE email = $1", unicodedata.normalize("NFC", decomposed).lower()
@@ -287,7 +293,7 @@ async def test_oversized_bodies_get_413(client: httpx.AsyncClient, pg: asyncpg.C
 
 async def test_overlong_password_at_login_is_just_a_failure(client: httpx.AsyncClient) -> None:
     response = await login(client, new_email(), "p" * 5000)
-    assert response.status_code == 401
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
 # -- JWKS, health --------------------------------------------------------------------------------------
@@ -319,10 +325,12 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     assert {
         "/auth/register",
         "/auth/token",
+        "/auth/revoke",
         "/auth/refresh",
         "/auth/logout",
         "/auth/me",
         "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
     } <= set(paths)
 
 
@@ -347,7 +355,8 @@ async def test_login_code_is_admin_only_and_works_once(
     me = await client.get("/auth/me", headers=bearer(pair.json()["access_token"]))
     assert me.json()["role"] == "viewer"
     reused = await client.post("/auth/exchange", json={"code": code})
-    assert reused.status_code == 401
+    assert reused.status_code == 401 and reused.json() == {"detail": "invalid, used or expired login code"}
+    assert reused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')  # RFC 6750 codes only
 
 
 async def test_expired_login_code_is_refused(
@@ -368,4 +377,5 @@ async def test_demo_viewer_cannot_log_in_with_a_password(client: httpx.AsyncClie
     auth_service.run(create_login_code(auth_service.state.sessions, "viewer", 60))
     for guess in ("!login-code-only", "", "viewer", PASSWORD):
         response = await login(client, demo_email("viewer"), guess)
-        assert response.status_code in (401, 422)
+        assert response.status_code == 400  # invalid_grant, or invalid_request for the empty password
+        assert response.json()["error"] == ("invalid_request" if not guess else "invalid_grant")

@@ -39,14 +39,14 @@ async def test_failed_logins_back_off_per_account(strict_auth: AuthService) -> N
         email = new_email()
         assert (await register(c, email)).status_code == 201
         for _ in range(3):  # two free failures, the third starts the backoff
-            assert (await login(c, email, "wrong password!")).status_code == 401
+            assert (await login(c, email, "wrong password!")).status_code == 400
         blocked = await login(c, email)  # even the right password waits
         assert blocked.status_code == 429
         assert int(blocked.headers["retry-after"]) >= 1
         # an unknown account is throttled the same way (no enumeration through 429s)
         ghost = new_email("ghost")
         for _ in range(3):
-            assert (await login(c, ghost, "wrong password!")).status_code == 401
+            assert (await login(c, ghost, "wrong password!")).status_code == 400
         assert (await login(c, ghost, "wrong password!")).status_code == 429
         # other accounts are unaffected
         other = new_email()
@@ -61,7 +61,7 @@ async def test_failed_logins_are_throttled_per_client_address(database_url: str)
             email = new_email()
             assert (await register(c, email)).status_code == 201
             for i in range(3):  # spraying over different accounts from one address
-                assert (await login(c, new_email(f"spray{i}"), "wrong password!")).status_code == 401
+                assert (await login(c, new_email(f"spray{i}"), "wrong password!")).status_code == 400
             limited = await login(c, email)
             assert limited.status_code == 429
             assert 1 <= int(limited.headers["retry-after"]) <= 60
@@ -78,7 +78,7 @@ async def test_forwarded_address_is_believed_only_from_trusted_proxies(database_
                     data={"username": new_email(), "password": "wrong password!"},
                     headers={"X-Forwarded-For": "203.0.113.7"},
                 )
-                assert r.status_code == 401
+                assert r.status_code == 400
             blocked = await c.post(
                 "/auth/token",
                 data={"username": new_email(), "password": "wrong password!"},
@@ -91,7 +91,7 @@ async def test_forwarded_address_is_believed_only_from_trusted_proxies(database_
                 data={"username": new_email(), "password": "wrong password!"},
                 headers={"X-Forwarded-For": "198.51.100.9"},
             )
-            assert other.status_code == 401
+            assert other.status_code == 400
 
 
 # -- key rotation -------------------------------------------------------------------------------------------

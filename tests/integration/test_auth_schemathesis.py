@@ -1,7 +1,8 @@
 """Property-based API testing of the auth service against its own OpenAPI document (schemathesis).
 
 Every generated request (valid and invalid bodies, forms, headers) must get a documented status code,
-a response matching the documented schema, and never a 5xx. Bounded to a few dozen examples per
+a response matching the documented schema (on the token and revocation endpoints: RFC 6749 error
+bodies), and never a 5xx. Bounded to a few dozen examples per
 operation so the whole file stays around a minute on two cores.
 """
 
@@ -82,10 +83,12 @@ def test_auth_api_conforms_to_its_openapi(auth_api: Any, admin_headers: dict[str
     assert {op.label for op in operations} >= {
         "POST /auth/register",
         "POST /auth/token",
+        "POST /auth/revoke",
         "POST /auth/refresh",
         "POST /auth/logout",
         "GET /auth/me",
         "GET /.well-known/jwks.json",
+        "GET /.well-known/oauth-authorization-server",
     }
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and not len(operation.body):

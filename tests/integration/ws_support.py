@@ -56,7 +56,7 @@ class Keys:
             "nbf": now - 5,
             "exp": now + ttl_s,
         }
-        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid})
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
 
 
 @dataclass

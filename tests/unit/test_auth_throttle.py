@@ -50,3 +50,17 @@ def test_retry_after_header_rounds_up_to_whole_seconds() -> None:
     assert retry_after_header(0.001) == "1"
     assert retry_after_header(1.2) == "2"
     assert retry_after_header(30.0) == "30"
+
+
+def test_a_released_place_is_free_again_and_others_stay_counted() -> None:
+    limiter = WindowLimiter(limit=2, window_s=60.0)
+    assert limiter.hit("1.2.3.4", now=1.0) == 0.0  # taken before the outcome is known
+    assert limiter.hit("1.2.3.4", now=2.0) == 0.0
+    assert limiter.hit("1.2.3.4", now=3.0) == 58.0  # full: the third attempt waits for t=61
+    limiter.release("1.2.3.4", at=1.0)  # the first attempt turned out fine
+    assert limiter.retry_after("1.2.3.4", now=3.0) == 0.0
+    assert limiter.hit("1.2.3.4", now=3.0) == 0.0
+    assert limiter.retry_after("1.2.3.4", now=4.0) == 58.0  # the attempt at t=2 still counts
+    limiter.release("1.2.3.4", at=99.0)  # nothing counted then: no effect
+    limiter.release("9.9.9.9", at=1.0)
+    assert limiter.retry_after("1.2.3.4", now=4.0) == 58.0

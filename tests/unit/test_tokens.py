@@ -10,7 +10,6 @@ import http.server
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from ridehail.auth.keys import KeySet, SigningMaterial, generate_private_key, public_jwk
+from ridehail.auth.keys import KeySet
 from ridehail.auth.tokens import TokenIssuer
 from ridehail.common.auth_deps import bearer_token, require_principal
 from ridehail.common.auth_tokens import (
@@ -32,17 +31,7 @@ from ridehail.common.auth_tokens import (
     verify_with_keys,
 )
 from ridehail.common.http_errors import install_error_handlers
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def make_key_set(algorithm: str = "RS256", kid: str | None = None) -> KeySet:
-    kid = kid or f"kid-{uuid.uuid4().hex[:8]}"
-    private = generate_private_key(algorithm)
-    jwk = public_jwk(private, kid, algorithm)
-    return KeySet(SigningMaterial(kid, algorithm, private), {"keys": [jwk]}, {kid: key_from_jwk(jwk)})
+from tests.unit.token_support import b64, claims, make_key_set, raw_token, refused, sign
 
 
 @pytest.fixture(scope="module")
@@ -53,41 +42,6 @@ def key_set() -> KeySet:
 @pytest.fixture(scope="module")
 def issuer(key_set: KeySet) -> TokenIssuer:
     return TokenIssuer(key_set, access_ttl_s=900)
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "iss": "ridehail-auth",
-        "aud": "ridehail",
-        "sub": str(uuid.uuid4()),
-        "role": "rider",
-        "typ": "access",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 900,
-        "jti": uuid.uuid4().hex,
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def sign(key_set: KeySet, payload: dict[str, Any], **header: Any) -> str:
-    active = key_set.active
-    headers = {"kid": active.kid, **header}
-    return jwt.encode(payload, active.private_key, algorithm=active.algorithm, headers=headers)
-
-
-def raw_token(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()), b64(signature)])
-
-
-def refused(token: str, key_set: KeySet, expected_type: str = "access") -> str:
-    with pytest.raises(InvalidToken) as info:
-        verify_with_keys(token, key_set.verification_keys, expected_type=expected_type)
-    if token:
-        assert token not in str(info.value)
-    return info.value.reason
 
 
 # -- the happy paths -------------------------------------------------------------------------------

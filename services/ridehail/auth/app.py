@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ridehail.auth.oauth_routes import OAUTH_PATHS, build_metadata_router, build_oauth_router
 from ridehail.auth.routes import build_router
 from ridehail.auth.settings import AuthSettings
 from ridehail.auth.state import AuthState
@@ -21,14 +22,18 @@ from ridehail.common.health import health_router
 from ridehail.common.http_errors import install_error_handlers
 from ridehail.common.logging import get_logger
 from ridehail.common.postgres import to_asyncpg_dsn
+from ridehail.common.security_headers import DOCS_CDN, SecurityHeaders
 
 log = get_logger(__name__)
 
-DESCRIPTION = """Accounts and tokens for ridehail.
+DESCRIPTION = """Accounts and tokens for ridehail, as an OAuth 2.0 authorization server.
 
-Log in with the OAuth2 password flow at `POST /auth/token`; send the access token as
-`Authorization: Bearer <token>`. Every other service verifies tokens offline with the keys
-published at `/.well-known/jwks.json`.
+Get tokens at the token endpoint `POST /auth/token` (RFC 6749: `grant_type=password` to log in,
+`grant_type=refresh_token` to rotate), end a session at `POST /auth/revoke` (RFC 7009); the
+metadata is at `/.well-known/oauth-authorization-server` (RFC 8414). Send the access token (an
+RFC 9068 JWT) as `Authorization: Bearer <token>`. Every other service verifies tokens offline with
+the keys published at `/.well-known/jwks.json`. The OAuth endpoints answer errors as RFC 6749
+section 5.2 says (`{"error", "error_description"}`); every other route as `{"detail": reason}`.
 """
 
 
@@ -94,7 +99,10 @@ def create_app(settings: AuthSettings) -> FastAPI:
         return {"database": started and engine is not None and await ping(engine)}
 
     install_error_handlers(app)
+    app.include_router(build_oauth_router())
+    app.include_router(build_metadata_router())
     app.include_router(build_router())
     app.include_router(health_router("auth", readiness))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, oauth_paths=OAUTH_PATHS)
+    app.add_middleware(SecurityHeaders, html_sources={"/docs": {"script": DOCS_CDN, "style": DOCS_CDN}})
     return app

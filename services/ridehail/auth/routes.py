@@ -1,16 +1,20 @@
-"""The auth REST API: register, token (OAuth2 password flow), refresh, logout, me, JWKS, login codes."""
+"""The auth REST API besides the OAuth endpoints: register, me, JWKS, login codes, and the JSON
+routes ``/auth/refresh`` and ``/auth/logout`` that came before the token and revocation endpoints
+(kept for their callers; they answer errors as every other route does, ``{"detail": reason}``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import time
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from ridehail.auth import users
 from ridehail.auth.demo import consume_login_code, create_login_code
-from ridehail.auth.passwords import MAX_LENGTH, has_unsafe_characters
+from ridehail.auth.deps import AdminPrincipal, CurrentPrincipal, State, client_address
+from ridehail.auth.grants import GrantRefused, end_session, refresh_grant
+from ridehail.auth.oauth_routes import token_response
 from ridehail.auth.schemas import (
     JWKS,
     ErrorOut,
@@ -22,21 +26,17 @@ from ridehail.auth.schemas import (
     RegisterRequest,
     TokenPair,
     UserOut,
-    normalise_email,
 )
-from ridehail.auth.sessions import Pair, SessionError, family_of, revoke_family, rotate, start_session
-from ridehail.auth.state import AuthState
-from ridehail.auth.throttle import retry_after_header
-from ridehail.common.auth_deps import require_principal
-from ridehail.common.auth_tokens import InvalidToken, Principal
+from ridehail.auth.sessions import Pair, start_session
+from ridehail.auth.throttle import too_many
+from ridehail.auth.tokens import ANONYMOUS_CLIENT
+from ridehail.common.auth_tokens import InvalidToken
 from ridehail.common.db import transaction
 from ridehail.common.logging import get_logger
 from ridehail.common.models import User
-from ridehail.domain.errors import Conflict, TooManyRequests, Unauthenticated, Unavailable
+from ridehail.domain.errors import Conflict, Unauthenticated, Unavailable
 
 log = get_logger(__name__)
-
-BAD_CREDENTIALS = "incorrect email or password"
 
 
 def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,71 +55,13 @@ E413: dict[int | str, dict[str, Any]] = {
     413: _err("Request body too large"),
 }
 E429: dict[int | str, dict[str, Any]] = {429: _err("Too many attempts; retry after the given seconds", RETRY_AFTER)}
-E503: dict[int | str, dict[str, Any]] = {503: _err("Database unavailable", RETRY_AFTER)}
-
-
-def get_state(request: Request) -> AuthState:
-    state: AuthState | None = getattr(request.app.state, "auth", None)
-    if state is None:  # still waiting for the database at start-up
-        raise Unavailable("database unavailable")
-    return state
-
-
-State = Annotated[AuthState, Depends(get_state)]
-
-
-def client_address(request: Request, state: AuthState) -> str:
-    """The caller's address; X-Forwarded-For is believed only from configured trusted proxies."""
-    peer = request.client.host if request.client else "unknown"
-    if peer not in state.trusted_proxies:
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if hop not in state.trusted_proxies:
-            return hop
-    return peer
-
-
-def too_many(seconds: float, reason: str) -> TooManyRequests:
-    error = TooManyRequests(reason, seconds)
-    error.headers["Retry-After"] = retry_after_header(seconds)
-    return error
-
-
-def _pair(pair: Pair) -> TokenPair:
-    return TokenPair(
-        access_token=pair.access_token,
-        refresh_token=pair.refresh_token,
-        expires_in=pair.expires_in,
-        refresh_expires_in=pair.refresh_expires_in,
-    )
+E503: dict[int | str, dict[str, Any]] = {
+    503: _err("Database unavailable, or too many password checks queued", RETRY_AFTER)
+}
 
 
 def _user_out(user: User) -> UserOut:
     return UserOut(id=str(user.id), email=user.email, role=user.role, created_at=user.created_at.isoformat())
-
-
-def _verifier(request: Request) -> Any:
-    return get_state(request).verifier
-
-
-# declares the bearer scheme in OpenAPI (the "Authorize" button in /docs); verification is ours
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
-DeclaredBearer = Annotated[str | None, Depends(oauth2_scheme)]
-
-
-async def current_principal(request: Request, _: DeclaredBearer) -> Principal:
-    """Any valid access token."""
-    return await require_principal(lambda: _verifier(request))(request)
-
-
-async def admin_principal(request: Request, _: DeclaredBearer) -> Principal:
-    """A valid access token with role admin."""
-    return await require_principal(lambda: _verifier(request), {"admin"})(request)
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 
 
 def build_router() -> APIRouter:
@@ -132,10 +74,15 @@ def build_router() -> APIRouter:
         responses={409: _err("Email already registered"), **E413, **E429, **E503},
     )
     async def register(body: RegisterRequest, request: Request, state: State) -> UserOut:
-        wait = state.ip_registrations.hit(client_address(request, state))
+        address, attempt_at = client_address(request, state), time.monotonic()
+        wait = state.ip_registrations.hit(address, attempt_at)
         if wait:
             raise too_many(wait, "too many registrations from this address")
-        password_hash = await run_in_threadpool(state.hasher.hash, body.password)
+        try:
+            password_hash = await state.hash_gate.run(state.hasher.hash, body.password)
+        except Unavailable:  # refused before any work: it does not count against the address
+            state.ip_registrations.release(address, attempt_at)
+            raise
         async with transaction(state.sessions) as session:
             user = await users.insert_user(session, body.email, password_hash, body.role)
         if user is None:
@@ -144,91 +91,32 @@ def build_router() -> APIRouter:
         return _user_out(user)
 
     @router.post(
-        "/auth/token",
-        summary="Log in (OAuth2 password flow): form fields username (the email) and password",
-        responses={**E401, **E413, **E429, **E503},
-    )
-    async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, state: State) -> TokenPair:
-        address = client_address(request, state)
-        email = normalise_email(form.username)
-        ip_wait = state.ip_failures.retry_after(address)
-        account_wait = state.account_backoff.retry_after(email)
-        wait = max(ip_wait, account_wait)
-        if wait:
-            raise too_many(wait, "too many failed logins; retry later")
-        if email in state.logins_in_flight:
-            # one password check per account at a time: parallel guesses cannot outrun the backoff
-            raise too_many(1.0, "another login for this account is in progress")
-        state.logins_in_flight.add(email)
-        try:
-            user: User | None = None
-            plausible = len(form.password) <= MAX_LENGTH and not has_unsafe_characters(email + form.password)
-            if plausible:
-                async with transaction(state.sessions) as session:
-                    user = await users.by_email(session, email)
-            if user is not None and user.is_active:
-                ok, new_hash = await run_in_threadpool(
-                    state.hasher.verify_and_update, form.password, user.password_hash
-                )
-            else:
-                ok, new_hash = await run_in_threadpool(state.hasher.dummy_verify, form.password[:MAX_LENGTH]), None
-            if not ok or user is None:
-                state.account_backoff.failure(email)
-                state.ip_failures.record(address)
-                log.info("login_failed", client=address)
-                raise Unauthenticated(BAD_CREDENTIALS, "invalid_grant")
-        finally:
-            state.logins_in_flight.discard(email)
-        state.account_backoff.success(email)
-        async with transaction(state.sessions) as session:
-            if new_hash:
-                db_user = await session.get(User, user.id)
-                if db_user is not None:
-                    db_user.password_hash = new_hash
-            pair = await start_session(session, state.issuer, user, state.settings.refresh_token_ttl_s)
-        log.info("login", user_id=str(user.id), role=user.role)
-        return _pair(pair)
-
-    @router.post(
         "/auth/refresh",
-        summary="Exchange a refresh token for a new pair (rotation; reuse revokes the session)",
+        summary="Exchange a refresh token for a new pair (JSON; as the token endpoint's refresh_token grant)",
+        response_model=TokenPair,
         responses={**E401, **E413, **E503},
     )
-    async def refresh(body: RefreshRequest, state: State) -> TokenPair:
+    async def refresh(body: RefreshRequest, state: State) -> JSONResponse:
         try:
-            principal = state.issuer.verify(body.refresh_token, expected_type="refresh")
-        except InvalidToken as exc:
+            pair = await refresh_grant(state, body.refresh_token, ANONYMOUS_CLIENT)
+        except GrantRefused as exc:
             raise Unauthenticated(exc.reason) from None
-        failure: SessionError | None = None
-        pair: Pair | None = None
-        async with transaction(state.sessions) as session:
-            try:
-                pair = await rotate(session, state.issuer, principal.jti)
-            except SessionError as exc:
-                failure = exc  # commit the family revocation, then refuse
-        if failure is not None or pair is None:
-            raise Unauthenticated(failure.reason if failure else "refresh refused")
-        return _pair(pair)
+        return token_response(pair)
 
     @router.post(
         "/auth/logout",
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
-        summary="End the session: revoke the refresh token's whole family",
+        summary="End the session: revoke the refresh token's whole family (JSON; see also /auth/revoke)",
         responses={**E401, **E413, **E503},
     )
     async def logout(body: LogoutRequest, state: State) -> Response:
         try:
-            principal = state.issuer.verify(body.refresh_token, expected_type="refresh")
+            await end_session(state, body.refresh_token)
         except InvalidToken as exc:
             raise Unauthenticated(exc.reason) from None
-        async with transaction(state.sessions) as session:
-            family = await family_of(session, principal.jti)
-            if family is not None:
-                await revoke_family(session, family)
-        if family is None:
-            raise Unauthenticated("unknown refresh token")
-        log.info("logout", user_id=principal.sub)
+        except GrantRefused as exc:
+            raise Unauthenticated(exc.reason) from None
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.get("/auth/me", summary="The authenticated user", responses={**E401, **E503})
@@ -262,25 +150,28 @@ def build_router() -> APIRouter:
     @router.post(
         "/auth/exchange",
         summary="Exchange a one-time login code for a token pair (each code works once)",
+        response_model=TokenPair,
         responses={**E401, **E413, **E429, **E503},
     )
-    async def exchange(body: ExchangeRequest, request: Request, state: State) -> TokenPair:
+    async def exchange(body: ExchangeRequest, request: Request, state: State) -> JSONResponse:
         address = client_address(request, state)
-        wait = state.ip_failures.retry_after(address)
+        attempt_at = time.monotonic()  # counted first, given back on success (as for logins)
+        wait = state.ip_failures.hit(address, attempt_at)
         if wait:
             raise too_many(wait, "too many failed attempts; retry later")
-        async with transaction(state.sessions) as session:
-            user_id = await consume_login_code(session, body.code)
-            user = await session.get(User, user_id) if user_id is not None else None
-            pair = (
-                await start_session(session, state.issuer, user, state.settings.refresh_token_ttl_s)
-                if user is not None and user.is_active
-                else None
-            )
+        pair: Pair | None = None
+        try:
+            async with transaction(state.sessions) as session:
+                user_id = await consume_login_code(session, body.code)
+                user = await session.get(User, user_id) if user_id is not None else None
+                if user is not None and user.is_active:
+                    pair = await start_session(session, state.issuer, user, state.settings.refresh_token_ttl_s)
+        finally:
+            if pair is not None:
+                state.ip_failures.release(address, attempt_at)
         if pair is None:
-            state.ip_failures.record(address)
-            raise Unauthenticated("invalid, used or expired login code", "invalid_grant")
-        return _pair(pair)
+            raise Unauthenticated("invalid, used or expired login code")
+        return token_response(pair)
 
     @router.get(
         "/.well-known/jwks.json",

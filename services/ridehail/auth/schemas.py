@@ -49,8 +49,10 @@ class UserOut(BaseModel):
 
 
 class TokenPair(BaseModel):
-    access_token: str
-    refresh_token: str
+    """An RFC 6749 section 5.1 token response (sent with ``Cache-Control: no-store``)."""
+
+    access_token: str = Field(description="An RFC 9068 JWT (header typ at+jwt); send it as Authorization: Bearer.")
+    refresh_token: str = Field(description="Use once, at the token endpoint (grant_type=refresh_token).")
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the access token expires.")
     refresh_expires_in: int = Field(description="Seconds until the login session (refresh family) ends.")
@@ -81,6 +83,20 @@ class ExchangeRequest(_Strict):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class ServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata."""
+
+    issuer: str = Field(description="The iss claim of every token (a name every verifier pins, not a URL).")
+    token_endpoint: str
+    jwks_uri: str
+    revocation_endpoint: str
+    grant_types_supported: list[str]
+    response_types_supported: list[str] = Field(description="Empty: there is no authorization endpoint.")
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    service_documentation: str
 
 
 class JWK(BaseModel):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ridehail.auth.tokens import TokenIssuer
+from ridehail.auth.tokens import ANONYMOUS_CLIENT, TokenIssuer
 from ridehail.common.logging import get_logger
 from ridehail.common.models import RefreshToken, User
 
@@ -41,9 +41,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _issue(session: AsyncSession, issuer: TokenIssuer, user: User, family_id: str, family_exp: int) -> Pair:
-    access = issuer.access(str(user.id), user.role)
-    refresh = issuer.refresh(str(user.id), user.role, family_id, family_exp)
+async def _issue(
+    session: AsyncSession, issuer: TokenIssuer, user: User, family_id: str, family_exp: int, client_id: str
+) -> Pair:
+    access = issuer.access(str(user.id), user.role, client_id)
+    refresh = issuer.refresh(str(user.id), user.role, family_id, family_exp, client_id)
     session.add(
         RefreshToken(
             jti=refresh.jti,
@@ -56,9 +58,11 @@ async def _issue(session: AsyncSession, issuer: TokenIssuer, user: User, family_
     return Pair(access.token, refresh.token, access.exp - now, max(0, family_exp - now))
 
 
-async def start_session(session: AsyncSession, issuer: TokenIssuer, user: User, lifetime_s: int) -> Pair:
+async def start_session(
+    session: AsyncSession, issuer: TokenIssuer, user: User, lifetime_s: int, client_id: str = ANONYMOUS_CLIENT
+) -> Pair:
     family_id = uuid.uuid4().hex
-    return await _issue(session, issuer, user, family_id, int(_now().timestamp()) + lifetime_s)
+    return await _issue(session, issuer, user, family_id, int(_now().timestamp()) + lifetime_s, client_id)
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> int:
@@ -70,8 +74,8 @@ async def revoke_family(session: AsyncSession, family_id: str) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def rotate(session: AsyncSession, issuer: TokenIssuer, jti: str) -> Pair:
-    """Use refresh token ``jti`` (already signature-checked) once. Raises SessionError.
+async def rotate(session: AsyncSession, issuer: TokenIssuer, jti: str, client_id: str = ANONYMOUS_CLIENT) -> Pair:
+    """Use refresh token ``jti`` (already signature-checked, issued to ``client_id``) once. Raises SessionError.
 
     On reuse the family is revoked in ``session`` before raising: the caller must still commit.
     """
@@ -93,7 +97,7 @@ async def rotate(session: AsyncSession, issuer: TokenIssuer, jti: str) -> Pair:
         await revoke_family(session, row.family_id)
         raise SessionError("account disabled")
     row.used_at = _now()
-    return await _issue(session, issuer, user, row.family_id, int(row.expires_at.timestamp()))
+    return await _issue(session, issuer, user, row.family_id, int(row.expires_at.timestamp()), client_id)
 
 
 async def family_of(session: AsyncSession, jti: str) -> str | None:

@@ -33,6 +33,18 @@ class AuthSettings(CommonSettings):
     )
     argon2_time_cost: int = Field(default=2, ge=2, description="Argon2id iterations (OWASP minimum 2).")
     argon2_parallelism: int = Field(default=1, ge=1, le=16, description="Argon2id lanes.")
+    password_hash_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password hashes (Argon2id, ~19 MiB and ~16 ms of CPU each) computed at once: about one per core.",
+    )
+    password_hash_queue: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description="Logins and registrations that may wait for a hash slot; beyond that: 503 with Retry-After.",
+    )
     # -- abuse --------------------------------------------------------------------------------------
     login_free_failures: int = Field(
         default=3, ge=0, description="Failed logins per account before the exponential backoff starts."

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ridehail.auth.hash_gate import HashGate
 from ridehail.auth.keys import ensure_signing_key, load_key_set
 from ridehail.auth.passwords import PasswordHasher
 from ridehail.auth.settings import AuthSettings
@@ -42,6 +43,7 @@ class AuthState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
+    hash_gate: HashGate
     issuer: TokenIssuer
     account_backoff: AccountBackoff
     ip_failures: WindowLimiter
@@ -75,6 +77,7 @@ class AuthState:
             engine=engine,
             sessions=sessions,
             hasher=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism),
+            hash_gate=HashGate(settings.password_hash_concurrency, settings.password_hash_queue),
             issuer=TokenIssuer(key_set, settings.access_token_ttl_s),
             account_backoff=AccountBackoff(
                 settings.login_free_failures, settings.login_backoff_base_s, settings.login_backoff_max_s

@@ -3,16 +3,21 @@
 - :class:`AccountBackoff`: per account (keyed by the normalised email, existing or not, so that
   throttling reveals nothing about which accounts exist): after ``free_failures`` failed logins each
   further failure doubles the wait, from ``base_s`` up to ``max_s``. A success clears it.
-- :class:`WindowLimiter`: per client address, at most ``limit`` attempts per ``window_s``.
+- :class:`WindowLimiter`: per client address, at most ``limit`` attempts per ``window_s``. A caller
+  that must count an attempt before knowing whether it fails (a login, before its password hash)
+  takes a place with :meth:`WindowLimiter.hit` and gives it back with :meth:`WindowLimiter.release`.
 Both answer "retry after N seconds" (0 = go ahead) and forget idle keys, with a hard cap on size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
+from ridehail.domain.errors import TooManyRequests
 
 
 @dataclass
@@ -109,6 +114,23 @@ class WindowLimiter:
         if not wait:
             self.record(key, now)
         return wait
+
+    def release(self, key: str, at: float) -> None:
+        """Take back the event counted at ``at`` (from ``hit(key, now=at)``), e.g. an attempt that succeeded."""
+        events = self._events.get(key)
+        if events is None:
+            return
+        with contextlib.suppress(ValueError):  # already slid out of the window
+            events.remove(at)
+        if not events:
+            del self._events[key]
+
+
+def too_many(seconds: float, reason: str) -> TooManyRequests:
+    """429 with ``Retry-After`` rounded up to whole seconds."""
+    error = TooManyRequests(reason, seconds)
+    error.headers["Retry-After"] = retry_after_header(seconds)
+    return error
 
 
 def retry_after_header(seconds: float) -> str:

@@ -7,7 +7,9 @@ JWKS (``/.well-known/jwks.json``). The verifier
   the token header's ``alg``; ``none``, HMAC and any other algorithm are refused before any
   signature work, so the "HS256 signed with the public key" confusion cannot happen;
 - checks the signature BEFORE reading the claims, then ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``,
-  ``sub``, ``jti``, ``role`` and the token type claim ``typ``;
+  ``sub``, ``jti``, ``role`` and the token type claim ``typ``; an access token must also say
+  ``typ: at+jwt`` in its header (RFC 9068 section 4; tokens issued before carry ``JWT`` and are
+  refused with a reason that says so);
 - caches the JWKS and refreshes it when a token names an unknown ``kid`` (at most once every
   ``min_refresh_interval_s``) and when the cache is older than ``max_age_s``.
 
@@ -42,6 +44,9 @@ ISSUER = "ridehail-auth"
 AUDIENCE = "ridehail"
 ROLES = frozenset({"rider", "driver", "admin", "viewer"})
 TOKEN_TYPES = frozenset({"access", "refresh"})
+# the header "typ" of an access token (RFC 9068 section 2.1; media types compare case-insensitively)
+ACCESS_TOKEN_MEDIA_TYPE = "at+jwt"
+_ACCESS_TOKEN_MEDIA_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "EdDSA"})
 MAX_TOKEN_CHARS = 8192
 
@@ -152,7 +157,7 @@ def verify_with_keys(
     now: float | None = None,
 ) -> Principal:
     """Verify ``token`` against ``keys`` (kid -> key). Pure and synchronous; raises InvalidToken."""
-    claims = _verified_claims(token, keys)
+    header, claims = _verified_claims(token, keys)
     if claims.get("iss") != issuer:
         raise InvalidToken("wrong issuer")
     aud = claims.get("aud")
@@ -169,6 +174,10 @@ def verify_with_keys(
     typ = claims.get("typ")
     if typ != expected_type:
         raise InvalidToken(f"wrong token type (expected {expected_type})")
+    if expected_type == "access":
+        media_type = header.get("typ")
+        if not isinstance(media_type, str) or media_type.lower() not in _ACCESS_TOKEN_MEDIA_TYPES:
+            raise InvalidToken("access token without the header typ at+jwt (an older format): refresh or log in again")
     role = _claim_str(claims, "role")
     if role not in ROLES:
         raise InvalidToken("unknown role")
@@ -195,8 +204,8 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _verified_claims(token: str, keys: dict[str, VerificationKey]) -> dict[str, Any]:
-    """The claims of ``token`` after its signature checked out (claims are not read before that)."""
+def _verified_claims(token: str, keys: dict[str, VerificationKey]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of ``token`` after its signature checked out (claims are not read before that)."""
     if not isinstance(token, str) or not token:
         raise InvalidToken("missing token")
     if len(token) > MAX_TOKEN_CHARS:
@@ -223,7 +232,7 @@ def _verified_claims(token: str, keys: dict[str, VerificationKey]) -> dict[str, 
         key.verify(signature, (parts[0] + "." + parts[1]).encode("ascii"))
     except InvalidSignature:
         raise InvalidToken("bad signature") from None
-    return _parse_json(_b64url_decode(parts[1]))
+    return header, _parse_json(_b64url_decode(parts[1]))
 
 
 class TokenVerifier:

@@ -22,25 +22,35 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
+    """413 for bodies over ``max_bytes``; on ``oauth_paths`` as an RFC 6749 error (``invalid_request``)."""
+
     def __init__(
-        self, app: ASGIApp, max_bytes: int, read_ahead: bool = False, on_reject: Callable[[], None] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        read_ahead: bool = False,
+        on_reject: Callable[[], None] | None = None,
+        oauth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_ahead = read_ahead
         self.on_reject = on_reject  # e.g. counts the refusal in the app's own metrics
+        self.oauth_paths = oauth_paths
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         if self.on_reject is not None:
             self.on_reject()
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
+        reason = f"request body larger than {self.max_bytes} bytes"
+        headers = [(b"content-type", b"application/json")]
+        if scope.get("path") in self.oauth_paths:
+            payload: dict[str, str] = {"error": "invalid_request", "error_description": reason}
+            headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+        else:
+            payload = {"detail": reason}
+        body = json.dumps(payload).encode()
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,7 +64,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.max_bytes + 1
                 if declared > self.max_bytes:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
         if self.read_ahead:
             await self._read_ahead(scope, receive, send)
@@ -81,7 +91,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
     async def _read_ahead(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts: list[bytes] = []
@@ -93,7 +103,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, send)
                 return
             parts.append(chunk)
             if not message.get("more_body", False):

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STRICT_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 REFERRER_POLICY = "no-referrer"
+DOCS_CDN = ("https://cdn.jsdelivr.net",)  # FastAPI's Swagger UI page loads its assets from there
 
 # Inline elements as the browser hashes them: the exact text between the tags.
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script\s*>", re.S | re.I)

@@ -26,7 +26,7 @@ from ridehail.common.db import ping
 from ridehail.common.health import health_router
 from ridehail.common.http_errors import error_response, install_error_handlers
 from ridehail.common.logging import get_logger
-from ridehail.common.security_headers import SecurityHeaders
+from ridehail.common.security_headers import DOCS_CDN, SecurityHeaders
 from ridehail.domain.errors import NotFound
 from ridehail.gateway.context import GatewayContext, LiveViewer
 from ridehail.gateway.quotes_api import router as quotes_router
@@ -51,7 +51,6 @@ HOP_BY_HOP = {
 PROXY_PREFIXES = ("/auth", "/.well-known")
 _PROXY_SEGMENT = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 MAX_PROXY_SEGMENTS = 4
-DOCS_CDN = ("https://cdn.jsdelivr.net",)  # FastAPI's Swagger UI page loads its assets from there
 
 
 def proxied_path(raw_path: bytes) -> str | None:

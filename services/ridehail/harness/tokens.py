@@ -36,11 +36,12 @@ class LocalSigner:
         from ridehail.common.auth_tokens import AUDIENCE, ISSUER
 
         now = int(time.time())
-        header = {"alg": "EdDSA", "typ": "JWT", "kid": self.kid}
+        header = {"alg": "EdDSA", "typ": "at+jwt", "kid": self.kid}
         claims = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": sub,
+            "client_id": "local-signer",
             "role": role,
             "typ": "access",
             "jti": uuid.uuid4().hex,

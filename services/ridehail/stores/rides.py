@@ -112,19 +112,32 @@ async def set_ride_status(
     return (await session.execute(text(sql), params)).first() is not None
 
 
-async def load_waiting_rides(session: AsyncSession) -> list[Any]:
+async def lock_waiting_rides(session: AsyncSession, limit: int = 1000) -> list[Any]:
+    """Rides waiting for a driver (oldest first), locked for this transaction; rides another
+    matching instance is working on are skipped, so instances share the waiting rides without
+    working on the same one twice."""
     return list(
         (
             await session.execute(
                 text(
                     "SELECT ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, "
                     "(extract(epoch from requested_at) * 1000)::bigint AS requested_ms "
-                    "FROM rides WHERE status = 'requested' AND NOT replayed ORDER BY requested_at"
-                )
+                    "FROM rides WHERE status = 'requested' AND NOT replayed ORDER BY requested_at "
+                    "LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"n": limit},
             )
         )
         .mappings()
         .all()
+    )
+
+
+async def count_waiting_rides(session: AsyncSession) -> int:
+    return int(
+        (
+            await session.execute(text("SELECT count(*) FROM rides WHERE status = 'requested' AND NOT replayed"))
+        ).scalar_one()
     )
 
 

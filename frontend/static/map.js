@@ -4,8 +4,8 @@
 (function () {
   'use strict';
 
-  var COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#8c8c8c']; // available, to_pickup, on_trip, offline
-  var STATUS = ['available', 'to pickup', 'on trip', 'offline'];
+  var COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#8c8c8c', '#9467bd']; // available, to_pickup, on_trip, offline, offered
+  var STATUS = ['available', 'to pickup', 'on trip', 'offline', 'offered'];
   var ROAD_STYLE = {
     motorway: ['#e8923a', 3.5], trunk: ['#f0a94f', 3], primary: ['#f7c96b', 2.6],
     secondary: ['#f7d98b', 2.2], tertiary: ['#ffffff', 1.8]
@@ -356,7 +356,7 @@
     }
 
     var EVENT_STATUS = {
-      'ride.assigned': 'assigned', 'ride.arrived': 'arrived', 'ride.picked_up': 'in_progress',
+      'ride.offered': 'offered', 'ride.assigned': 'assigned', 'ride.arrived': 'arrived', 'ride.picked_up': 'in_progress',
       'ride.completed': 'completed', 'ride.cancelled': 'cancelled', 'ride.expired': 'expired'
     };
 

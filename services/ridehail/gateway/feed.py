@@ -24,7 +24,7 @@ from ridehail.domain.events import (
     EventError,
     SurgeChanged,
 )
-from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT, RIDE_NEGOTIATION
+from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT
 from ridehail.gateway import metrics
 from ridehail.gateway.hub import Hub
 
@@ -138,9 +138,7 @@ class LiveFeed:
             else:
                 try:
                     ride_event = self._rides.decode(value)
-                    if isinstance(ride_event, RIDE_NEGOTIATION):
-                        continue  # matching <-> driver negotiation: the map shows the outcome (assigned)
-                    hub.apply_ride_event(ride_event, value)
+                    hub.apply_ride_event(ride_event, value)  # negotiation too: the map shows offered cars
                     n_ride += 1
                 except EventError as exc:
                     self._bad(exc.reason)

@@ -52,6 +52,7 @@ def make_hub(settings: GatewaySettings) -> Hub:
         write_limit=settings.ws_write_buffer_limit_bytes,
         slow_grace_s=settings.ws_slow_client_grace_s,
         car_ttl_s=settings.car_ttl_s,
+        presence_ttl_s=settings.driver_presence_ttl_s,
     )
 
 

@@ -34,6 +34,7 @@ PANEL_HTML = """
   </table>
   <div class="rh-legend">
     <span><i style="background:#1f77b4"></i>available</span>
+    <span><i style="background:#9467bd"></i>offered</span>
     <span><i style="background:#ff7f0e"></i>to pickup</span>
     <span><i style="background:#2ca02c"></i>on trip</span>
     <span><i style="background:#8c8c8c"></i>offline</span>

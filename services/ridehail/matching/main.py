@@ -48,6 +48,7 @@ class MatchingService:
             settings, self.sessions, make_eta_model(settings.matching_eta_model), on_outbox=self.relay.wake
         )
         group = settings.matching_group_id
+        session = {"session.timeout.ms": settings.matching_session_timeout_ms}
         self.locations = BatchConsumer(
             bootstrap=settings.bootstrap,
             group_id=f"{group}-locations",
@@ -58,6 +59,7 @@ class MatchingService:
             name=f"{instance}-locations",
             batch_max=settings.matching_location_batch_max,
             batch_timeout_ms=settings.matching_location_batch_timeout_ms,
+            **session,
         )
         self.rides = BatchConsumer(
             bootstrap=settings.bootstrap,
@@ -70,6 +72,7 @@ class MatchingService:
             batch_max=500,
             batch_timeout_ms=settings.matching_ride_batch_timeout_ms,
             **{"fetch.wait.max.ms": 10},
+            **session,
         )
 
     def stats(self) -> dict[str, Any]:

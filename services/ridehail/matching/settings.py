@@ -44,6 +44,13 @@ class MatchingSettings(CommonSettings):
     matching_group_id: str = Field(
         default="ridehail-matching", description="Consumer group prefix (instances sharing it split the work)."
     )
+    matching_session_timeout_ms: int = Field(
+        default=4000,
+        ge=3000,
+        le=60_000,
+        description="Consumer session timeout: a dead instance's partitions move to the others after this "
+        "(plus a rebalance of about half of it).",
+    )
     matching_location_batch_max: int = Field(
         default=20_000, ge=1, le=100_000, description="Location consumer: most pings per batch."
     )

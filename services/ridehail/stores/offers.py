@@ -17,14 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 async def offer_ride(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> tuple[int, int] | None:
     """``requested`` -> ``offered`` to ``driver_id``; returns (attempt number, ``offered_at`` in
-    epoch ms), None if the ride moved on."""
+    epoch ms rounded up, so a deadline computed from it is never before the true one), None if
+    the ride moved on."""
     row = (
         await session.execute(
             text(
                 "UPDATE rides SET status = 'offered', driver_id = :d, offer_id = :o, offered_at = clock_timestamp(), "
                 "offer_attempts = offer_attempts + 1 "
                 "WHERE ride_id = :r AND status = 'requested' "
-                "RETURNING offer_attempts, (extract(epoch from offered_at) * 1000)::bigint AS offered_ms"
+                "RETURNING offer_attempts, ceil(extract(epoch from offered_at) * 1000)::bigint AS offered_ms"
             ),
             {"r": ride_id, "d": driver_id, "o": offer_id},
         )

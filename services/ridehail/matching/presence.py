@@ -22,6 +22,7 @@ from ridehail.stores import drivers, rides
 log = get_logger(__name__)
 
 FLAGGED_STATUSES = ("assigned", "arrived", "in_progress")
+LOGGED_PER_SWEEP = 5  # newly silent drivers named one by one per sweep; beyond that, a count
 
 
 async def sweep(session: AsyncSession, state: MatchingState) -> PresenceView:
@@ -41,11 +42,13 @@ async def sweep(session: AsyncSession, state: MatchingState) -> PresenceView:
         silent_on_ride={ride_id: driver for ride_id, (driver, _, _) in silent.items()},
     )
     before = state.presence.silent_on_ride
-    for ride_id, (driver_id, status, last_seen) in silent.items():
-        if ride_id not in before:
-            silent_s = round((now - int(last_seen)) / 1000, 1) if last_seen else None
-            log.warning("driver_silent_on_ride", ride_id=ride_id, driver_id=driver_id, status=status, silent_s=silent_s)
-    for ride_id, driver_id in before.items():
-        if ride_id not in silent:
-            log.info("silent_driver_flag_cleared", ride_id=ride_id, driver_id=driver_id)  # it pinged, or the ride ended
+    new = [(ride_id, *row) for ride_id, row in silent.items() if ride_id not in before]
+    for ride_id, driver_id, status, last_seen in new[:LOGGED_PER_SWEEP]:
+        silent_s = round((now - int(last_seen)) / 1000, 1) if last_seen else None
+        log.warning("driver_silent_on_ride", ride_id=ride_id, driver_id=driver_id, status=status, silent_s=silent_s)
+    if len(new) > LOGGED_PER_SWEEP:
+        log.warning("drivers_silent_on_ride", count=len(new), not_listed=len(new) - LOGGED_PER_SWEEP)
+    cleared = [ride_id for ride_id in before if ride_id not in silent]  # the driver pinged, or the ride ended
+    if cleared:
+        log.info("silent_driver_flags_cleared", count=len(cleared), rides=cleared[:LOGGED_PER_SWEEP])
     return view

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -107,30 +108,30 @@ class MatchingEngine(MatchingState):
 
     # -- rides -------------------------------------------------------------------------------------
     async def handle_rides(self, batch: list[Decoded]) -> list[Rejected]:
+        """Each event in its own transaction: one the database refuses is dead-lettered instead of
+        failing the batch, and no transaction holds one driver's row while waiting for another's
+        (what a batch of pings holds), so rides and pings never deadlock. A batch that fails
+        midway is consumed again; the events already applied are recognised by their ids."""
         rejected: list[Rejected] = []
-        after: After = []
         async with self._lock:
-            async with transaction(self._factory) as session:
-                for item in batch:
-                    problem = unstorable(item)
-                    if problem:
-                        rejected.append(Rejected(item.message, problem))
-                        continue
-                    mark = len(after)
-                    try:
-                        # A savepoint per event: one event the database refuses is dead-lettered
-                        # instead of failing (and endlessly retrying) the whole batch.
-                        async with session.begin_nested():
-                            await apply_ride_event(session, self, item.event, after, is_replayed(item))
-                    except IllegalTransition as exc:
-                        del after[mark:]
-                        rejected.append(Rejected(item.message, exc.reason))
-                    except (DataError, IntegrityError) as exc:
-                        del after[mark:]
-                        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
-                        rejected.append(Rejected(item.message, f"refused by the database: {reason}"))
-            for action in after:
-                action()
+            for item in batch:
+                problem = unstorable(item)
+                if problem:
+                    rejected.append(Rejected(item.message, problem))
+                    continue
+                after: After = []
+                try:
+                    async with transaction(self._factory) as session:
+                        await apply_ride_event(session, self, item.event, after, is_replayed(item))
+                except IllegalTransition as exc:
+                    rejected.append(Rejected(item.message, exc.reason))
+                    continue
+                except (DataError, IntegrityError) as exc:
+                    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+                    rejected.append(Rejected(item.message, f"refused by the database: {reason}"))
+                    continue
+                for action in after:
+                    action()
         m.EVENTS.labels("ride").inc(len(batch))
         self.meter.add(len(batch))
         self._on_outbox()
@@ -138,44 +139,60 @@ class MatchingEngine(MatchingState):
 
     # -- rounds ------------------------------------------------------------------------------------
     async def tick(self) -> None:
-        """One round: expire old requests, assign the waiting rides no other instance is working on."""
-        after: After = []
+        """One round: expire old requests, assign the waiting rides no other instance is working on
+        (greedy: one transaction per ride; batched: one solve over all of them)."""
         async with self._lock:
+            if self.mode == "batched":
+                async with transaction(self._factory) as session:
+                    after = await self._round(session, await rides.lock_waiting_rides(session))
+                self._committed(after)
+                return
             async with transaction(self._factory) as session:
-                rows = await rides.lock_waiting_rides(session)
-                excluded = await offers.offered_drivers(session, [r["ride_id"] for r in rows])
-                waiting = [
-                    WaitingRide(
-                        r["ride_id"],
-                        r["rider_id"],
-                        LatLon(r["pickup_lat"], r["pickup_lon"]),
-                        LatLon(r["dropoff_lat"], r["dropoff_lon"]),
-                        int(r["requested_ms"]),
-                        excluded.get(r["ride_id"], set()),
-                    )
-                    for r in rows
-                ]
-                if waiting:
-                    waiting = await expire_waiting(session, self, waiting, after)
-                if waiting and self.mode == "batched":
-                    await assign_batched(session, self, waiting, after)
-                else:
-                    for ride in waiting:
-                        await assign_greedy(session, self, ride, after)
-            for action in after:
-                action()
-        if after:
-            self._on_outbox()
+                ride_ids = await rides.waiting_ride_ids(session)
+            for ride_id in ride_ids:
+                async with transaction(self._factory) as session:
+                    after = await self._round(session, await rides.lock_waiting_rides(session, ride_id=ride_id))
+                self._committed(after)
 
-    async def withdraw_offers(self) -> None:
-        """Withdraw the offers that are due (timed out, or the driver went silent)."""
+    async def _round(self, session: AsyncSession, rows: list[Any]) -> After:
         after: After = []
-        async with transaction(self._factory) as session:
-            await withdraw_due_offers(session, self, after)
+        excluded = await offers.offered_drivers(session, [r["ride_id"] for r in rows])
+        waiting = [
+            WaitingRide(
+                r["ride_id"],
+                r["rider_id"],
+                LatLon(r["pickup_lat"], r["pickup_lon"]),
+                LatLon(r["dropoff_lat"], r["dropoff_lon"]),
+                int(r["requested_ms"]),
+                excluded.get(r["ride_id"], set()),
+            )
+            for r in rows
+        ]
+        if waiting:
+            waiting = await expire_waiting(session, self, waiting, after)
+        if waiting and self.mode == "batched":
+            await assign_batched(session, self, waiting, after)
+        else:
+            for ride in waiting:
+                await assign_greedy(session, self, ride, after)
+        return after
+
+    def _committed(self, after: After) -> None:
         for action in after:
             action()
         if after:
             self._on_outbox()
+
+    async def withdraw_offers(self) -> None:
+        """Withdraw the offers that are due (timed out, or the driver went silent), each in its own
+        transaction (a withdrawal releases one driver and may claim the next)."""
+        while True:
+            after: After = []
+            async with transaction(self._factory) as session:
+                withdrawn = await withdraw_due_offers(session, self, after, limit=1)
+            self._committed(after)
+            if not withdrawn:
+                return
 
     async def cancel_stale_assignments(self) -> int:
         """Safety net: a driver that never reports arriving (its simulator restarted, it refused the

@@ -104,11 +104,11 @@ async def offer_withdrawn(session: AsyncSession, state: MatchingState, row: Any,
         await assign_greedy(session, state, waiting, after)
 
 
-async def withdraw_due_offers(session: AsyncSession, state: MatchingState, after: After) -> int:
-    """Withdraw every open offer that timed out or whose driver went silent; returns how many."""
+async def withdraw_due_offers(session: AsyncSession, state: MatchingState, after: After, limit: int = 500) -> int:
+    """Withdraw up to ``limit`` open offers that timed out or whose driver went silent; returns how many."""
     timeout_s = state.settings.matching_offer_timeout_s
     now = now_ms()
-    due = await offers.offers_to_withdraw(session, timeout_s, now, state.seen_since_ms(now))
+    due = await offers.offers_to_withdraw(session, timeout_s, now, state.seen_since_ms(now), limit)
     for stale in due:
         row = await offers.withdraw_offer(session, stale["ride_id"], stale["offer_id"])
         if row is None:

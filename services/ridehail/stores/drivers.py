@@ -12,6 +12,7 @@ source every matching instance shares.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,24 +23,40 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ridehail.domain.events import DriverLocation
 
+_FREE = "driver_id = :d AND status = 'available' AND current_ride_id IS NULL AND last_seen_ms >= :seen"
+_CLAIM = text(
+    "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
+    f"WHERE driver_id = (SELECT driver_id FROM drivers WHERE {_FREE} FOR UPDATE SKIP LOCKED) RETURNING lat, lon"
+)
+_LOOKS_FREE = text(f"SELECT 1 FROM drivers WHERE {_FREE}")  # the committed row, without waiting for its lock
+
+
+CLAIM_RETRY_S = 0.005
+CLAIM_PATIENCE_S = 0.1
+
 
 async def claim_driver(
     session: AsyncSession, driver_id: str, ride_id: str, status: str = "to_pickup", seen_since_ms: int = 0
 ) -> tuple[float, float] | None:
     """The atomic claim: the driver becomes ours only if still available, free and seen since
     ``seen_since_ms`` (present). Returns its position. ``status`` is ``to_pickup`` (assigned) or
-    ``offered`` (held while the driver answers an offer)."""
-    row = (
-        await session.execute(
-            text(
-                "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
-                "WHERE driver_id = :d AND status = 'available' AND current_ride_id IS NULL "
-                "AND last_seen_ms >= :seen RETURNING lat, lon"
-            ),
-            {"d": driver_id, "r": ride_id, "s": status, "seen": seen_since_ms},
-        )
-    ).first()
-    return (row.lat, row.lon) if row is not None else None
+    ``offered`` (held while the driver answers an offer).
+
+    The claim never waits for a row lock (``SKIP LOCKED``): a claim that waited for a batch of
+    pings while holding an earlier claim could close a deadlock cycle with that batch. A driver
+    whose row is locked right now (its ping being written, another instance claiming it) but
+    looks free is asked again for up to ``CLAIM_PATIENCE_S``; a claim that loses returns None."""
+    params = {"d": driver_id, "r": ride_id, "s": status, "seen": seen_since_ms}
+    waited = 0.0
+    while True:
+        row = (await session.execute(_CLAIM, params)).first()
+        if row is not None:
+            return row.lat, row.lon
+        looks_free = (await session.execute(_LOOKS_FREE, params)).first() is not None
+        if not looks_free or waited >= CLAIM_PATIENCE_S:
+            return None
+        await asyncio.sleep(CLAIM_RETRY_S)
+        waited += CLAIM_RETRY_S
 
 
 async def set_driver_ride_status(session: AsyncSession, driver_id: str, ride_id: str, status: str) -> bool:

@@ -4,8 +4,8 @@
 (function () {
   'use strict';
 
-  var COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#8c8c8c']; // available, to_pickup, on_trip, offline
-  var STATUS = ['available', 'to pickup', 'on trip', 'offline'];
+  var COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#8c8c8c', '#9467bd']; // available, to_pickup, on_trip, offline, offered
+  var STATUS = ['available', 'to pickup', 'on trip', 'offline', 'offered'];
   var CAR_TIMEOUT_MS = 15000; // a car silent this long is removed from the map
   var MAX_INTERP_MS = 1500;
   var BIG_FLEET = 3000;

@@ -6,7 +6,8 @@
 
   var TERMINAL = ['completed', 'cancelled', 'expired'];
   var EVENT_STATUS = {
-    'ride.assigned': 'assigned', 'ride.arrived': 'arrived', 'ride.picked_up': 'in_progress',
+    'ride.offered': 'offered', 'ride.assigned': 'assigned', 'ride.arrived': 'arrived',
+    'ride.picked_up': 'in_progress',
     'ride.completed': 'completed', 'ride.cancelled': 'cancelled', 'ride.expired': 'expired'
   };
 

@@ -83,3 +83,26 @@ def test_outage_bench_writes_its_documented_keys(broker: str, scenarios: str, tm
         assert "catch_up_s" in path
         if broker == "kafka":
             assert path["lost_after_accept"] == 0, scenario
+
+
+SCALE_KEYS = ["instances", "ingest_pings_per_s", "assign_p99_ms", "mean_pickup_eta_s", "double_assigned", "lost"]
+
+
+def test_bench_matching_scale_writes_one_entry_per_instance_count(tmp_path: Path) -> None:
+    out = tmp_path / "matching-scale.json"
+    args = ["--phase", "scale", "--instances", "1,2", "--scale-drivers", "2000", "--scale-rounds", "2"]
+    args += ["--scale-fleet", "100", "--scale-requests", "10"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ridehail.cli", "bench", "matching", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [entry["instances"] for entry in data["scale"]] == [1, 2]
+    for entry in data["scale"]:
+        for key in SCALE_KEYS:
+            assert isinstance(entry[key], int | float), f"{key} = {entry[key]!r}"
+        assert entry["double_assigned"] == 0 and entry["lost"] == 0
+    assert data["scale_cpu_quota_cores_per_instance"] == 0.25

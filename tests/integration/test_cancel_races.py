@@ -43,6 +43,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
         matching_batch_window_ms=200,
         matching_eta_model="straight_line",
         matching_offer_timeout_s=60,  # the races decide, never the timeout
+        driver_presence_ttl_s=600,  # and never presence: the test drivers ping once
     )
     async with running_matching(settings) as service:
         yield service
@@ -71,7 +72,11 @@ async def offered_rides(
         producer.produce(DRIVER_LOCATION.name, encode(ping), driver_id)
         rides[ride_id] = driver_id
     producer.flush()
-    assert await wait_until(lambda: len(matching.engine.index) >= n, 30)
+
+    async def all_candidates() -> bool:
+        return all([await matching.engine.is_candidate(d) for d in rides.values()])
+
+    assert await wait_until(all_candidates, 30)
     for i, ride_id in enumerate(rides):
         lat, lon = 57.66 + 0.006 * i + 0.0005, 11.92 + 0.01 * (i % 3)
         event = RideRequested(
@@ -154,8 +159,12 @@ async def test_rider_cancel_racing_driver_accept_ends_with_exactly_one_outcome(
         # Both outcomes really happened over the runs, each ride ending one way.
         assert winners["accept"] > 0 and winners["cancel"] > 0, winners
         assert winners["accept"] + winners["cancel"] == RACES
+
         # Every driver is assignable again.
-        assert await wait_until(lambda: all(d in matching.engine.index for d, _ in rides.values()), 30)
+        async def all_candidates() -> bool:
+            return all([await matching.engine.is_candidate(d) for d, _ in rides.values()])
+
+        assert await wait_until(all_candidates, 30)
     finally:
         producer.close()
         await engine.dispose()
@@ -184,7 +193,7 @@ async def test_driver_cancel_before_pickup_frees_the_driver_and_ends_the_ride_wi
         ride = await db.fetchrow("SELECT reason, cancelled_by, cancellation_fee FROM rides WHERE ride_id = $1", ride_id)
         assert ride["reason"] == "driver cancelled on the way to the pickup" and ride["cancelled_by"] == "driver"
         assert ride["cancellation_fee"] is None  # the rider pays nothing for a driver's cancel
-        assert await wait_until(lambda: driver_id in matching.engine.index, 30)
+        assert await wait_until(lambda: matching.engine.is_candidate(driver_id), 30)
         driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = $1", driver_id)
         assert (driver["status"], driver["current_ride_id"]) == ("available", None)
         other = await db.fetchrow("SELECT status, driver_id FROM rides WHERE ride_id = $1", other_ride)

@@ -153,9 +153,7 @@ batches = st.lists(st.tuples(any_event(), st.booleans(), st.booleans()), min_siz
 async def matching_engine(database_url: str) -> AsyncIterator[MatchingEngine]:
     settings_ = MatchingSettings(database_url=database_url, matching_eta_model="straight_line")
     db = make_engine(database_url)
-    engine = MatchingEngine(settings_, make_sessionmaker(db), StraightLineEta())
-    await engine.rebuild()
-    yield engine
+    yield MatchingEngine(settings_, make_sessionmaker(db), StraightLineEta())
     await db.dispose()
 
 
@@ -195,8 +193,6 @@ async def test_matching_ride_handler_takes_any_batch(
     batch = batch_of(drawn, RIDE_EVENT.name, ev.EventDecoder(*RIDE_EVENT_TYPES))
     rejected = await asyncio.wait_for(matching_engine.handle_rides(batch), 30)
     assert {id(r.message) for r in rejected} <= {id(d.message) for d in batch}
-    if matching_engine.dirty:
-        await matching_engine.rebuild()
     # not poisoned: a good request in the next batch is stored
     good = ev.RideRequested(
         ride_id=uuid.uuid4().hex, rider_id="fz-u", pickup=ev.LatLon(57.70, 11.97), dropoff=ev.LatLon(57.71, 11.99)

@@ -58,7 +58,7 @@ async def test_kill_9_under_load_then_restart_applies_everything_exactly_once(
     home = _positions(rng)
     port = free_port()
     log = tmp_path / "matching.log"
-    proc = matching_process(own_broker, fresh_database_url, port, log)
+    proc = matching_process(own_broker, fresh_database_url, port, log, driver_presence_ttl_s="600")
     db = await asyncpg.connect(to_asyncpg_dsn(fresh_database_url))
     engine = make_engine(fresh_database_url)
     sessions = make_sessionmaker(engine)
@@ -84,7 +84,7 @@ async def test_kill_9_under_load_then_restart_applies_everything_exactly_once(
                 os.killpg(proc.pid, signal.SIGKILL)  # no shutdown, no offset commit, no goodbye
                 proc.wait(10)
                 killed_with = await db.fetchval("SELECT coalesce(sum(last_seq), 0) FROM drivers")
-                proc = matching_process(own_broker, fresh_database_url, port, log)
+                proc = matching_process(own_broker, fresh_database_url, port, log, driver_presence_ttl_s="600")
         producer.close()
         assert killed_with is not None and 0 < killed_with < DRIVERS * SEQS, "the kill must land mid-stream"
 

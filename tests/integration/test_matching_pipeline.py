@@ -56,6 +56,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
         matching_batch_window_ms=200,
         matching_request_timeout_s=30,
         matching_eta_model="straight_line",
+        driver_presence_ttl_s=600,  # each driver pings once here; presence has its own tests
     )
     async with running_matching(settings) as service:
         yield service
@@ -116,7 +117,7 @@ async def test_pings_become_driver_rows_and_stale_seq_is_ignored(
     assert row["last_seq"] == 5
     assert row["lat"] == pytest.approx(57.705)
     assert row["status"] == "available"
-    assert "pipe-d1" in matching.engine.index
+    assert await matching.engine.is_candidate("pipe-d1")
 
 
 async def test_request_is_assigned_then_lifecycle_completes(
@@ -127,7 +128,7 @@ async def test_request_is_assigned_then_lifecycle_completes(
     producer.produce(DRIVER_LOCATION.name, ping("life-d1", 1, 57.7010, 11.9710), "life-d1")
     producer.produce(DRIVER_LOCATION.name, ping("life-d2", 1, 57.7300, 12.0300), "life-d2")  # farther away
     producer.flush()
-    assert await wait_until(lambda: len(matching.engine.index) >= 2, 30)
+    assert await wait_until(lambda: db.fetchval("SELECT count(*) = 2 FROM drivers"), 30)
 
     engine = make_engine(fresh_database_url)
     ride_id = await create_ride(make_sessionmaker(engine), "rider-1", PICKUP, DROPOFF)
@@ -145,7 +146,7 @@ async def test_request_is_assigned_then_lifecycle_completes(
     assert (ride["status"], ride["driver_id"]) == ("assigned", "life-d1") and ride["assigned_at"] is not None
     driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'life-d1'")
     assert (driver["status"], driver["current_ride_id"]) == ("to_pickup", ride_id)
-    assert "life-d1" not in matching.engine.index
+    assert not await matching.engine.is_candidate("life-d1")
 
     for cls in (RideArrived, RidePickedUp, RideCompleted):
         ev = cls(ride_id=ride_id, rider_id="rider-1", driver_id="life-d1")
@@ -168,7 +169,7 @@ async def test_request_is_assigned_then_lifecycle_completes(
     assert list(times.values()) == sorted(times.values())
     driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'life-d1'")
     assert (driver["status"], driver["current_ride_id"]) == ("available", None)
-    assert await wait_until(lambda: "life-d1" in matching.engine.index, 10)
+    assert await wait_until(lambda: matching.engine.is_candidate("life-d1"), 10)
     collector.stop()
 
 
@@ -239,6 +240,7 @@ async def test_request_with_no_driver_in_radius_expires_with_a_reason(
         matching_request_timeout_s=1.5,
         matching_eta_model="straight_line",
         matching_group_id="expiry",
+        driver_presence_ttl_s=600,
     )
     service = MatchingService(settings)
     stop = asyncio.Event()
@@ -247,10 +249,9 @@ async def test_request_with_no_driver_in_radius_expires_with_a_reason(
     try:
         assert await wait_until(lambda: service.started, 30)
         await db.execute(
-            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts) "
-            "VALUES ('exp-far', 57.7400, 12.0500, 'available', 1, 0)"  # ~5 km from the pickup
+            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts, last_seen_ms) "
+            "VALUES ('exp-far', 57.7400, 12.0500, 'available', 1, 0, (extract(epoch from now()) * 1000)::bigint)"
         )
-        await service.engine.rebuild()
         engine = make_engine(fresh_database_url)
         ride_id = await create_ride(make_sessionmaker(engine), "rider-x", PICKUP, DROPOFF)
         await engine.dispose()
@@ -283,7 +284,7 @@ async def test_rider_cancel_through_the_api_frees_the_driver_for_matching(
     producer = EventProducer(own_broker, "test-cancel")
     producer.produce(DRIVER_LOCATION.name, ping("cancel-d1", 1, 57.7005, 11.9705), "cancel-d1")
     producer.close()
-    assert await wait_until(lambda: "cancel-d1" in matching.engine.index, 30)
+    assert await wait_until(lambda: matching.engine.is_candidate("cancel-d1"), 30)
     signer = LocalSigner()
     headers = {"Authorization": f"Bearer {signer.token('rider-c')}"}
     body = {"pickup": {"lat": PICKUP.lat, "lon": PICKUP.lon}, "dropoff": {"lat": DROPOFF.lat, "lon": DROPOFF.lon}}
@@ -295,16 +296,16 @@ async def test_rider_cancel_through_the_api_frees_the_driver_for_matching(
         assert await wait_until(
             lambda: db.fetchval("SELECT driver_id = 'cancel-d1' FROM rides WHERE ride_id = $1", ride_id), 30
         )
-        assert "cancel-d1" not in matching.engine.index
+        assert not await matching.engine.is_candidate("cancel-d1")
         r = await client.delete(f"/api/rides/{ride_id}", headers=headers)
         assert r.status_code == 200
-    # the RideCancelled event (outbox relay -> topic -> matching) puts the driver back in the index
-    assert await wait_until(lambda: "cancel-d1" in matching.engine.index, 30)
+    # the gateway's cancel released the driver in the same transaction: a candidate again at once
+    assert await matching.engine.is_candidate("cancel-d1")
     driver = await db.fetchrow("SELECT status, current_ride_id FROM drivers WHERE driver_id = 'cancel-d1'")
     assert (driver["status"], driver["current_ride_id"]) == ("available", None)
     rows = await db.fetch("SELECT type FROM ride_events WHERE ride_id = $1 ORDER BY id", ride_id)
     assert [r["type"] for r in rows] == ["ride.requested", "ride.assigned", "ride.cancelled"]
-    assert ride_id not in matching.engine.waiting
+    assert await db.fetchval("SELECT status FROM rides WHERE ride_id = $1", ride_id) == "cancelled"
 
 
 async def test_assignment_without_arrival_is_cancelled_by_the_system_and_frees_the_driver(
@@ -319,6 +320,7 @@ async def test_assignment_without_arrival_is_cancelled_by_the_system_and_frees_t
         matching_pickup_timeout_s=1.0,
         matching_eta_model="straight_line",
         matching_group_id="stale-assignment",
+        driver_presence_ttl_s=600,
     )
     service = MatchingService(settings)
     stop = asyncio.Event()
@@ -327,10 +329,9 @@ async def test_assignment_without_arrival_is_cancelled_by_the_system_and_frees_t
     try:
         assert await wait_until(lambda: service.started, 30)
         await db.execute(
-            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts) "
-            "VALUES ('silent-d1', 57.7002, 11.9702, 'available', 1, 0)"
+            "INSERT INTO drivers (driver_id, lat, lon, status, last_seq, last_ts, last_seen_ms) "
+            "VALUES ('silent-d1', 57.7002, 11.9702, 'available', 1, 0, (extract(epoch from now()) * 1000)::bigint)"
         )
-        await service.engine.rebuild()
         engine = make_engine(fresh_database_url)
         ride_id = await create_ride(make_sessionmaker(engine), "rider-s", PICKUP, DROPOFF)
         await engine.dispose()

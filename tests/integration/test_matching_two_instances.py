@@ -53,7 +53,7 @@ async def test_two_instances_in_one_group_never_double_assign(
             matching_mode=mode,
             matching_group_id=group,
             matching_batch_window_ms="300",
-            matching_refresh_s="1",
+            driver_presence_ttl_s="600",  # the drivers ping once
         )
         for i, port in enumerate(ports)
     ]
@@ -78,7 +78,6 @@ async def test_two_instances_in_one_group_never_double_assign(
             producer.produce(DRIVER_LOCATION.name, encode(ping), ping.driver_id)
         producer.close()
         assert await wait_until(lambda: db.fetchval("SELECT count(*) = $1 FROM drivers", DRIVERS), 30)
-        await asyncio.sleep(1.5)  # both instances refresh their index from Postgres
 
         sessions = make_sessionmaker(engine)
         ride_ids = await asyncio.gather(

@@ -150,6 +150,7 @@ async def matching(own_broker: str, fresh_database_url: str) -> AsyncIterator[Ma
         matching_port=free_port(),
         matching_eta_model="straight_line",
         matching_offers=False,
+        driver_presence_ttl_s=600,  # the test driver pings once
     )
     async with running_matching(settings) as service:
         yield service
@@ -163,7 +164,7 @@ async def _drive_to_completion(
     ping = DriverLocation(driver_id=driver, seq=1, lat=HOT.lat + 1e-4, lon=HOT.lon)
     producer.produce(DRIVER_LOCATION.name, encode(ping), driver)
     producer.flush()
-    assert await wait_until(lambda: driver in matching.engine.index, 30)
+    assert await wait_until(lambda: matching.engine.is_candidate(driver), 30)
     engine = make_engine(database_url)
     ride_id = await create_ride(make_sessionmaker(engine), "rider-f", HOT, DROPOFF, surge_multiplier=1.6)
     await engine.dispose()

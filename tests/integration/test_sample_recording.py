@@ -75,8 +75,13 @@ async def test_sample_recording_replays_into_matching(fresh_database_url: str) -
                     rows = await conn.fetch("SELECT ride_id, status FROM rides")
                     return {r["ride_id"]: r["status"] for r in rows} == expected_status
 
+                async def every_driver_stored() -> bool:  # pings and rides are separate consumers
+                    return await conn.fetchval("SELECT count(*) FROM drivers") == len(drivers)
+
                 assert await wait_until(settled, 90), "the rides table never matched the recording"
-                assert await conn.fetchval("SELECT count(*) FROM drivers") == len(drivers)
+                assert await wait_until(every_driver_stored, 30), (
+                    f"{await conn.fetchval('SELECT count(*) FROM drivers')} of {len(drivers)} drivers stored"
+                )
                 assert (
                     await conn.fetchval("SELECT count(*) FROM rides WHERE driver_id IS NULL AND status <> 'requested'")
                     == 0

@@ -1,8 +1,6 @@
-"""Property tests of the assignment rules (hypothesis) and the H3 candidate index."""
+"""Property tests of the assignment rules (hypothesis)."""
 
 from __future__ import annotations
-
-import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +14,6 @@ from ridehail.matching.assignment import (
     total_eta,
 )
 from ridehail.matching.eta import StraightLineEta
-from ridehail.matching.index import DriverIndex
 
 ETA = StraightLineEta()
 RADIUS_M = 3000.0
@@ -89,28 +86,3 @@ def test_batched_beats_greedy_on_the_classic_trap() -> None:
     assert {a.ride_id: a.driver_id for a in greedy} == {"r0": "near_both", "r1": "far"}
     assert {a.ride_id: a.driver_id for a in batched} == {"r0": "far", "r1": "near_both"}
     assert total_eta(batched) < total_eta(greedy)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(lats, lons), min_size=0, max_size=60), lats, lons, st.floats(100, 6000))
-def test_index_candidates_equal_brute_force(points, lat, lon, radius) -> None:
-    index = DriverIndex()
-    for i, (a, b) in enumerate(points):
-        index.upsert(f"d{i}", a, b)
-    expected = {f"d{i}" for i, (a, b) in enumerate(points) if haversine_m(lat, lon, a, b) <= radius}
-    assert {d.driver_id for d in index.candidates(lat, lon, radius)} == expected
-
-
-def test_index_moves_and_removes_drivers() -> None:
-    index = DriverIndex()
-    rng = random.Random(4)
-    for i in range(200):
-        index.upsert(f"d{i}", rng.uniform(A.min_lat, A.max_lat), rng.uniform(A.min_lon, A.max_lon))
-    index.upsert("d0", 57.70, 11.97)
-    index.upsert("d0", 57.71, 11.98)  # moved: only the new position counts
-    assert index.get("d0") is not None and index.get("d0").lat == 57.71
-    near = [d.driver_id for d in index.candidates(57.71, 11.98, 50)]
-    assert near == ["d0"]
-    index.remove("d0")
-    assert "d0" not in index and len(index) == 199
-    assert "d0" not in [d.driver_id for d in index.candidates(57.71, 11.98, 50)]

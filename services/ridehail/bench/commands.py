@@ -68,24 +68,54 @@ def register(bench: typer.Typer) -> None:
         phase: list[str] = typer.Option(
             ["ingest", "drain", "assign", "solver", "compare"], "--phase", help="Phases to run (repeatable)."
         ),
+        instances: str | None = typer.Option(
+            None, help="Also run the scale phase for these instance counts, e.g. 1,2,4 (adds the list 'scale')."
+        ),
+        cpu_quota: float = typer.Option(
+            0.25, min=0, max=64, help="Scale phase: CPU budget per instance in cores (cgroup quota; 0: none)."
+        ),
+        scale_drivers: int = typer.Option(50_000, min=1, help="Scale phase: drivers in the ingest backlog."),
+        scale_rounds: int = typer.Option(6, min=1, help="Scale phase: pings per driver in the backlog."),
+        scale_fleet: int = typer.Option(1000, min=1, help="Scale phase: parked drivers in the assignment part."),
+        scale_requests: int = typer.Option(200, min=1, help="Scale phase: measured ride requests."),
+        scale_rps: float = typer.Option(10.0, min=0.1, help="Scale phase: ride requests per second."),
     ) -> None:
         """Ingest rate, REST-to-assigned latency, batched solver time, greedy vs batched pickup ETA,
-        lost and double-assigned (targets: >= 50k pings/s, p99 <= 50 ms, solve <= 100 ms, 0, 0)."""
+        lost and double-assigned (targets: >= 50k pings/s, p99 <= 50 ms, solve <= 100 ms, 0, 0);
+        with --instances, the same work for several instances under one CPU budget each."""
+        from ridehail.bench.cpu_quota import CpuQuotaUnavailable, check_cpu_quota
         from ridehail.bench.matching import run_bench
+        from ridehail.bench.matching_scale import ScaleConfig
         from ridehail.common.logging import configure_logging
 
         configure_logging("WARNING")
-        result = run_bench(
-            json_path,
-            admin_url,
-            ingest_drivers=ingest_drivers,
-            ingest_rate=ingest_rate,
-            ingest_seconds=ingest_seconds,
-            assign_drivers=assign_drivers,
-            assign_rps=assign_rps,
-            assign_seconds=assign_seconds,
-            phases=tuple(phase),
-        )
+        scale = None
+        if instances:
+            try:
+                counts = tuple(int(x) for x in instances.split(","))
+            except ValueError:
+                raise typer.BadParameter(f"--instances wants counts like 1,2,4, not {instances!r}") from None
+            if not counts or min(counts) < 1:
+                raise typer.BadParameter("--instances wants counts of at least 1")
+            scale = ScaleConfig(counts, cpu_quota, scale_drivers, scale_rounds, scale_fleet, scale_requests, scale_rps)
+        try:
+            if scale is not None and cpu_quota > 0:
+                check_cpu_quota()  # fail now, not after the other phases ran
+            result = run_bench(
+                json_path,
+                admin_url,
+                ingest_drivers=ingest_drivers,
+                ingest_rate=ingest_rate,
+                ingest_seconds=ingest_seconds,
+                assign_drivers=assign_drivers,
+                assign_rps=assign_rps,
+                assign_seconds=assign_seconds,
+                phases=tuple(phase),
+                scale=scale,
+            )
+        except CpuQuotaUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(json.dumps(result, indent=2))
         if json_path:
             typer.echo(f"written to {json_path}")

@@ -11,6 +11,8 @@ Phases (each writes its own fields):
    latency = 202 received -> ``RideAssigned`` seen by a consumer of the ride event topic.
 3. **solver**: ``linear_sum_assignment`` on a 1,000 x 2,000 pickup-ETA matrix.
 4. **greedy vs batched**: both rules on the same riders and drivers, road-network ETAs.
+5. **scale** (with ``--instances``): 1, 2, 4... instances under the same CPU budget each
+   (:mod:`ridehail.bench.matching_scale`), a list ``scale`` of one object per count.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from ridehail.bench.matching_assign import bench_assign
 from ridehail.bench.matching_quality import bench_greedy_vs_batched, bench_solver
+from ridehail.bench.matching_scale import ScaleConfig, run_scale
 from ridehail.bench.matching_support import random_points, stop_group, wait_joined
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
@@ -171,6 +174,7 @@ def run_bench(
     assign_rps: float = 20.0,
     assign_seconds: float = 15.0,
     phases: tuple[str, ...] = ("ingest", "drain", "assign", "solver", "compare"),
+    scale: ScaleConfig | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "matching",
@@ -192,6 +196,8 @@ def run_bench(
     if "assign" in phases:
         with private_broker() as bootstrap, temporary_database(admin_url) as url:
             result.update(asyncio.run(bench_assign(bootstrap, url, assign_drivers, assign_rps, assign_seconds, work)))
+    if scale is not None:
+        result.update(run_scale(admin_url, scale, work))
     result["targets"] = {
         "ingest_pings_per_s": ">= 50000",
         "assign_p99_ms": "<= 50",
@@ -199,6 +205,10 @@ def run_bench(
         "lost": "== 0",
         "double_assigned": "== 0",
     }
+    if scale is not None:
+        result["targets"]["scale"] = (
+            "4 instances vs 1: mean_pickup_eta_s within 5 %, ingest >= 3x; double_assigned == 0, lost == 0"
+        )
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["logs"] = str(work)
     if json_path is not None:

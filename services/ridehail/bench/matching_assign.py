@@ -50,6 +50,7 @@ async def bench_assign(
         matching_mode="greedy",
         matching_eta_model="auto",
         matching_request_timeout_s="20",
+        driver_presence_ttl_s="3600",  # the parked fleet pings once (as in every earlier run of this phase)
     )
     seen: dict[str, float] = {}
     outcome: dict[str, set[str]] = defaultdict(set)

@@ -89,8 +89,8 @@ async def _run(
     tasks = [asyncio.create_task(matching.run(stop)), asyncio.create_task(simulator.run(stop))]
     producer = EventProducer(bootstrap, "bench-offers")
     try:
-        if not await wait_until(lambda: len(matching.engine.offer_drivers) >= drivers * 0.95, 90):
-            raise RuntimeError(f"only {len(matching.engine.offer_drivers)} drivers reached matching")
+        if not await wait_until(lambda: matching.engine.presence.present >= drivers * 0.95, 90):
+            raise RuntimeError(f"only {matching.engine.presence.present} drivers reached matching")
         rng = np.random.default_rng(seed)
         graph = simulator.graph
         started = time.monotonic()

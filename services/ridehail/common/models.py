@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     Double,
     ForeignKey,
@@ -25,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ridehail.domain.grid import GRID_CELL_SQL
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -109,10 +112,20 @@ class SigningKey(Base):
 
 
 class Driver(Base):
-    """Latest known state of a driver; position writes are coalesced and ordered by ``last_seq``."""
+    """Latest known state of a driver; position writes are coalesced and ordered by ``last_seq``.
+    ``last_seen_ms`` says whether it is present (:mod:`ridehail.domain.presence`); ``grid_cell``,
+    computed by Postgres, finds free drivers near a point (:mod:`ridehail.domain.grid`)."""
 
     __tablename__ = "drivers"
-    __table_args__ = (CheckConstraint(_in("status", DRIVER_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", DRIVER_STATUSES), name="status"),
+        Index(
+            "ix_drivers_free_cell",
+            "grid_cell",
+            postgresql_where="status = 'available' AND current_ride_id IS NULL",
+        ),
+        {"postgresql_with": {"fillfactor": 70}},  # room for HOT updates: a ping then touches no index
+    )
 
     driver_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     lat: Mapped[float] = mapped_column(Double, nullable=False)
@@ -124,6 +137,8 @@ class Driver(Base):
     last_ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
     current_ride_id: Mapped[str | None] = mapped_column(String(64))
     accepts_offers: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    grid_cell: Mapped[int] = mapped_column(BigInteger, Computed(GRID_CELL_SQL, persisted=True))
     updated_at: Mapped[datetime] = _now()
 
 
@@ -133,6 +148,7 @@ class Ride(Base):
         CheckConstraint(_in("status", RIDE_STATUSES), name="status"),
         Index("ix_rides_rider_requested", "rider_id", "requested_at"),
         Index("ix_rides_offered", "offered_at", postgresql_where="status = 'offered'"),
+        Index("ix_rides_waiting", "requested_at", postgresql_where="status = 'requested'"),
     )
 
     ride_id: Mapped[str] = mapped_column(String(64), primary_key=True)

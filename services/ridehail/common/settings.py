@@ -84,6 +84,12 @@ class CommonSettings(BaseSettings):
     )
 
     # -- behaviour --------------------------------------------------------------------------------
+    driver_presence_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="A driver whose newest ping is older than this is not present: no candidate, shown offline.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(default="console", description="Log renderer.")
 

@@ -123,12 +123,14 @@ class RideOfferAnswered(Event, tag="ride.offer_answered", frozen=True, kw_only=T
 
 
 class RideOfferTimedOut(Event, tag="ride.offer_timed_out", frozen=True, kw_only=True):
-    """Matching withdrew an unanswered offer; the driver is free again and the ride moves on."""
+    """Matching withdrew an unanswered offer (no answer in time, or the driver went silent); the
+    driver is free again and the ride moves on."""
 
     ride_id: Id
     driver_id: Id
     offer_id: Id
     attempt: Attempt = 1
+    reason: Text = ""  # why it was withdrawn, e.g. "no answer within 5 s" or "driver went silent"
 
 
 class RideAssigned(Event, tag="ride.assigned", frozen=True, kw_only=True):

@@ -29,6 +29,7 @@ from ridehail.common.logging import get_logger
 from ridehail.common.security_headers import DOCS_CDN, SecurityHeaders
 from ridehail.domain.errors import NotFound
 from ridehail.gateway.context import GatewayContext, LiveViewer
+from ridehail.gateway.drivers_api import router as drivers_router
 from ridehail.gateway.quotes_api import router as quotes_router
 from ridehail.gateway.rides_api import router as rides_router
 from ridehail.paths import data_dir, frontend_dir
@@ -102,6 +103,7 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     app.include_router(health_router("gateway", readiness))
     app.include_router(rides_router)
     app.include_router(quotes_router)
+    app.include_router(drivers_router)
     install_error_handlers(app)
 
     page_cache: dict[str, str] = {}

@@ -26,7 +26,7 @@ from ridehail.domain.events import (
     EventError,
     SurgeChanged,
 )
-from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT, RIDE_NEGOTIATION
+from ridehail.domain.topics import DRIVER_LOCATION, PRICING_SURGE, REPLAY_HEADER, RIDE_EVENT
 from ridehail.gateway import metrics
 from ridehail.gateway.hub import Hub
 
@@ -159,9 +159,7 @@ class LiveFeed:
         except EventError as exc:
             self._bad(exc.reason)
             return 0
-        if isinstance(ride_event, RIDE_NEGOTIATION):
-            return 0  # matching <-> driver negotiation: the map shows the outcome (assigned)
-        self.hub.apply_ride_event(ride_event, value)
+        self.hub.apply_ride_event(ride_event, value)  # negotiation too: the map shows offered cars
         return 2
 
     def _bad(self, reason: str) -> None:

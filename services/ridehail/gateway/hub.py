@@ -33,6 +33,9 @@ from ridehail.domain.events import (
     RideCancelled,
     RideCompleted,
     RideExpired,
+    RideOfferAnswered,
+    RideOffered,
+    RideOfferTimedOut,
     SurgeChanged,
 )
 from ridehail.domain.geo import SERVICE_AREA
@@ -43,6 +46,8 @@ from ridehail.gateway import metrics
 log = get_logger(__name__)
 
 STATUS_CODES = {"available": 0, "to_pickup": 1, "on_trip": 2, "offline": 3}
+OFFLINE, OFFERED = 3, 4  # offered: an open offer holds the car (from the ride events, not from its pings)
+PRESENCE_CHECK_S = 0.5
 CLOSE_TOO_SLOW = 4008
 RIDE_EVENT_QUEUE = 200
 E2E_SAMPLES_PER_ROUND = 64
@@ -68,11 +73,20 @@ class Car:
     seen: float  # monotonic receive time
     round: int = 0
     frag: bytes = b""
+    offered: bool = False  # an open offer holds it
+    silent: bool = False  # no ping for the presence TTL: shown offline until its next ping
+
+    @property
+    def shown_status(self) -> int:
+        if self.silent:
+            return OFFLINE
+        if self.offered and self.status == STATUS_CODES["available"]:
+            return OFFERED
+        return self.status
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            [self.car_id, round(self.lat, 6), round(self.lon, 6), self.status, self.ts, self.ride, int(self.heading)]
-        )
+        lat, lon = round(self.lat, 6), round(self.lon, 6)
+        return orjson.dumps([self.car_id, lat, lon, self.shown_status, self.ts, self.ride, int(self.heading)])
 
 
 @dataclass(eq=False)
@@ -130,16 +144,20 @@ class Hub:
         slow_grace_s: float = 5.0,
         car_ttl_s: float = 120.0,
         surge_resolution: int = DEFAULT_RESOLUTION,
+        presence_ttl_s: float = 5.0,
     ) -> None:
         self.write_limit = write_limit
         self.slow_grace_s = slow_grace_s
         self.car_ttl_s = car_ttl_s
+        self.presence_ttl_s = presence_ttl_s
+        self._last_presence_check = time.monotonic()
         self.cars: dict[str, Car] = {}
         self.clients: set[Client] = set()
         self.round = 0
         self.counters = HubCounters()
         self._changed: dict[str, None] = {}
         self._ride_of_driver: dict[str, str] = {}
+        self._offer_of_driver: dict[str, str] = {}  # driver -> ride it is offered
         self._last_prune = time.monotonic()
         self._closing_tasks: set[asyncio.Task[None]] = set()
         # surge per H3 cell (from the pricing topic): read by quotes, sent to clients as "surge" frames
@@ -164,6 +182,7 @@ class Hub:
                 ev.heading,
                 self._ride_of_driver.get(ev.driver_id),
                 time.monotonic(),
+                offered=ev.driver_id in self._offer_of_driver,
             )
             self.cars[ev.driver_id] = car
         elif ev.seq <= car.seq and ev.ts <= car.ts:
@@ -178,12 +197,13 @@ class Hub:
                 ev.heading,
             )
             car.seen = time.monotonic()
+            car.silent = False  # back with its next ping
         if ev.ts > self.counters.newest_ping_ts:
             self.counters.newest_ping_ts = ev.ts
         self._changed[ev.driver_id] = None
 
     def apply_ride_event(self, ev: object, raw: bytes) -> None:
-        """A ride lifecycle event: remember which car serves which ride, queue it for its viewers."""
+        """A ride event: remember which car serves (or is offered) which ride, queue it for its viewers."""
         self.counters.events_in += 1
         driver_id: str | None = getattr(ev, "driver_id", None)
         ride_id: str = getattr(ev, "ride_id", "")
@@ -195,11 +215,13 @@ class Hub:
                 and self._ride_of_driver.get(driver_id) == ride_id
             ):
                 self._ride_of_driver.pop(driver_id, None)
+            self._follow_offer(ev, driver_id, ride_id)
             car = self.cars.get(driver_id)
             if car is not None:
                 ride = self._ride_of_driver.get(driver_id)
-                if car.ride != ride:
-                    car.ride = ride
+                offered = driver_id in self._offer_of_driver
+                if car.ride != ride or car.offered != offered:
+                    car.ride, car.offered = ride, offered
                     self._changed[driver_id] = None
         rider_id: str | None = getattr(ev, "rider_id", None)
         for client in self.clients:
@@ -207,6 +229,15 @@ class Hub:
                 if len(client.events) == RIDE_EVENT_QUEUE:
                     metrics.RIDE_EVENTS_DROPPED.inc()
                 client.events.append(raw)
+
+    def _follow_offer(self, ev: object, driver_id: str, ride_id: str) -> None:
+        """An offer holds the car from ``RideOffered`` until it is answered, withdrawn or the ride moves on."""
+        if isinstance(ev, RideOffered):
+            self._offer_of_driver[driver_id] = ride_id
+        elif self._offer_of_driver.get(driver_id) == ride_id and (
+            isinstance(ev, RideOfferTimedOut | RideOfferAnswered | RideAssigned | RideCancelled | RideExpired)
+        ):
+            self._offer_of_driver.pop(driver_id, None)
 
     def surge_at(self, lat: float, lon: float) -> tuple[str, float]:
         """(H3 cell, multiplier) at a point, from the surge values the feed delivered (1.0 if none)."""
@@ -271,7 +302,15 @@ class Hub:
         metrics.CLIENTS.set(len(self.clients))
 
     def cars_online(self) -> int:
-        return sum(1 for c in self.cars.values() if c.status != 3)
+        return sum(1 for c in self.cars.values() if c.shown_status != OFFLINE)
+
+    def _mark_silent(self, now: float) -> None:
+        """Cars not heard from for the presence TTL are shown offline (until their next ping)."""
+        self._last_presence_check = now
+        for car in self.cars.values():
+            if not car.silent and now - car.seen > self.presence_ttl_s:
+                car.silent = True
+                self._changed[car.car_id] = None
 
     # -- frames ---------------------------------------------------------------------------------------
     def frame_round(self) -> None:
@@ -281,6 +320,8 @@ class Hub:
         r = self.round
         now = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
+        if now - self._last_presence_check > PRESENCE_CHECK_S:
+            self._mark_silent(now)
         changed = [self.cars[i] for i in self._changed if i in self.cars]
         self._changed.clear()
         for car in changed:
@@ -374,4 +415,5 @@ class Hub:
         stale = [i for i, c in self.cars.items() if now - c.seen > self.car_ttl_s]
         for i in stale:
             del self.cars[i]
+        self._offer_of_driver = {d: r for d, r in self._offer_of_driver.items() if d in self.cars}
         metrics.CARS.set(len(self.cars))

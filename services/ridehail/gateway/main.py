@@ -54,6 +54,7 @@ def make_hub(settings: GatewaySettings) -> Hub:
         slow_grace_s=settings.ws_slow_client_grace_s,
         car_ttl_s=settings.car_ttl_s,
         surge_resolution=settings.pricing_resolution,
+        presence_ttl_s=settings.driver_presence_ttl_s,
     )
 
 

@@ -42,6 +42,7 @@ PANEL_HTML = """
   </table>
   <div class="rh-legend">
     <span><i class="rh-dot rh-available"></i>available</span>
+    <span><i class="rh-dot rh-offered"></i>offered</span>
     <span><i class="rh-dot rh-to-pickup"></i>to pickup</span>
     <span><i class="rh-dot rh-on-trip"></i>on trip</span>
     <span><i class="rh-dot rh-offline"></i>offline</span>

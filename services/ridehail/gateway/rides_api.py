@@ -20,8 +20,9 @@ from ridehail.common.auth_tokens import Principal
 from ridehail.common.db import transaction
 from ridehail.common.logging import get_logger
 from ridehail.domain.errors import Forbidden, InvalidInput, NotFound
-from ridehail.domain.events import LatLon
+from ridehail.domain.events import LatLon, now_ms
 from ridehail.domain.lifecycle import INITIAL_STATUS
+from ridehail.domain.presence import is_present
 from ridehail.gateway.context import Context, Rider, RiderOrAdmin, Sessions
 from ridehail.gateway.ride_requests import cancel_as, create_ride, visible_to
 from ridehail.gateway.schemas import (
@@ -35,7 +36,7 @@ from ridehail.gateway.schemas import (
     TripPage,
     TripSummary,
 )
-from ridehail.stores import rides
+from ridehail.stores import drivers, rides
 
 log = get_logger(__name__)
 
@@ -78,12 +79,16 @@ async def request_ride(
 
 
 @router.get("/{ride_id}", response_model=RideView, summary="A ride's state and history (its rider or an admin)")
-async def get_ride(ride_id: RideIdPath, principal: RiderOrAdmin, sessions: Sessions) -> RideView:
+async def get_ride(ride_id: RideIdPath, principal: RiderOrAdmin, ctx: Context, sessions: Sessions) -> RideView:
     async with transaction(sessions) as session:
         row = await rides.load_ride(session, ride_id)
         if not visible_to(row, principal):
             raise NotFound("ride not found")
         history = await rides.ride_history(session, ride_id)
+        driver = await drivers.load_driver(session, row["driver_id"]) if row["driver_id"] else None
+    driver_present = None
+    if driver is not None:
+        driver_present = is_present(int(driver["last_seen_ms"]), now_ms(), ctx.settings.driver_presence_ttl_s)
     return RideView(
         ride_id=row["ride_id"],
         rider_id=row["rider_id"],
@@ -99,6 +104,7 @@ async def get_ride(ride_id: RideIdPath, principal: RiderOrAdmin, sessions: Sessi
         completed_at=row["completed_at"],
         cancelled_at=row["cancelled_at"],
         expired_at=row["expired_at"],
+        driver_present=driver_present,
         history=[RideHistoryEntry(**h) for h in history],
     )
 

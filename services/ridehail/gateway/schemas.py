@@ -81,6 +81,11 @@ class RideView(BaseModel):
     completed_at: datetime | None
     cancelled_at: datetime | None
     expired_at: datetime | None
+    driver_present: bool | None = Field(
+        default=None,
+        description="whether the ride's driver is pinging (false: silent for the presence TTL, the ride is "
+        "flagged, not cancelled); null without a driver",
+    )
     history: list[RideHistoryEntry]
 
 

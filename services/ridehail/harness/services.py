@@ -42,15 +42,17 @@ async def wait_until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
 
 
 @contextlib.asynccontextmanager
-async def gateway_api(database_url: str, verifier: Any, hub: Any = None, **settings: Any) -> AsyncIterator[Any]:
-    """The gateway's REST routers (rides, quotes) as an ASGI app on ``database_url``, with the
-    gateway's own context and error handlers; tokens are checked by ``verifier``; ``settings``
-    override GatewaySettings fields."""
+async def gateway_api(
+    database_url: str, verifier: Any, hub: Any = None, **settings_overrides: Any
+) -> AsyncIterator[Any]:
+    """The gateway's REST routers (rides, quotes, drivers) as an ASGI app on ``database_url``, with
+    the gateway's own context and error handlers; tokens are checked by ``verifier``."""
     from fastapi import FastAPI
 
     from ridehail.common.db import make_engine, make_sessionmaker
     from ridehail.common.http_errors import install_error_handlers
     from ridehail.gateway.context import GatewayContext
+    from ridehail.gateway.drivers_api import router as drivers_router
     from ridehail.gateway.quotes_api import router as quotes_router
     from ridehail.gateway.rides_api import router as rides_router
     from ridehail.gateway.settings import GatewaySettings
@@ -59,9 +61,10 @@ async def gateway_api(database_url: str, verifier: Any, hub: Any = None, **setti
     app = FastAPI()
     app.include_router(rides_router)
     app.include_router(quotes_router)
+    app.include_router(drivers_router)
     install_error_handlers(app)
-    gateway_settings = GatewaySettings(database_url=database_url, **settings)
-    app.state.ctx = GatewayContext(gateway_settings, make_sessionmaker(engine), verifier, producer=None, hub=hub)
+    settings = GatewaySettings(database_url=database_url, **settings_overrides)
+    app.state.ctx = GatewayContext(settings, make_sessionmaker(engine), verifier, producer=None, hub=hub)
     try:
         yield app
     finally:
@@ -69,9 +72,9 @@ async def gateway_api(database_url: str, verifier: Any, hub: Any = None, **setti
 
 
 @contextlib.asynccontextmanager
-async def rides_app(database_url: str, signer: LocalSigner) -> AsyncIterator[Any]:
+async def rides_app(database_url: str, signer: LocalSigner, **settings_overrides: Any) -> AsyncIterator[Any]:
     """The gateway's REST API verifying tokens of a local signer."""
-    async with gateway_api(database_url, signer.verifier()) as app:
+    async with gateway_api(database_url, signer.verifier(), **settings_overrides) as app:
         yield app
 
 

@@ -1,9 +1,10 @@
-"""Assignment: find the nearest available drivers by road ETA and claim one for a waiting ride,
+"""Assignment: find the nearest free, present drivers by road ETA and claim one for a waiting ride,
 greedily per request or as one batched solve per window; expire rides nobody took.
 
-Postgres decides: a driver becomes the ride's only through one conditional UPDATE
-(:func:`ridehail.stores.drivers.claim_driver`), so a stale index or a second matching instance
-costs a retry, never a double booking. A driver that answers offers is held and asked instead.
+Postgres decides: candidates come from the drivers table (:mod:`~ridehail.matching.candidates`,
+the same for every instance), and a driver becomes the ride's only through one conditional
+UPDATE (:func:`ridehail.stores.drivers.claim_driver`), so a second matching instance costs a
+retry, never a double booking. A driver that answers offers is held and asked instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ridehail.domain.events import RideAssigned, RideExpired, RideOffered, now_ms
+from ridehail.matching import candidates
 from ridehail.matching import metrics as m
 from ridehail.matching.assignment import DriverCandidate, RiderRequest, batched_assign
 from ridehail.matching.state import After, MatchingState, WaitingRide
@@ -25,41 +27,41 @@ GREEDY_TRIES = 8  # candidates tried per request before waiting for the next rou
 
 async def assign_greedy(session: AsyncSession, state: MatchingState, ride: WaitingRide, after: After) -> bool:
     started = time.perf_counter()
-    nearby = state.index.candidates(
-        ride.pickup.lat, ride.pickup.lon, state.radius_m, limit=4 * GREEDY_TRIES + len(ride.excluded)
+    seen_since = state.seen_since_ms()
+    nearby = await candidates.nearest(
+        session, ride.pickup.lat, ride.pickup.lon, state.radius_m, 4 * GREEDY_TRIES, seen_since, ride.excluded
     )
-    nearby = [d for d in nearby if d.driver_id not in ride.excluded]
     if not nearby:
         return False
     etas = state.eta.matrix(np.array([[ride.pickup.lat, ride.pickup.lon]]), np.array([[d.lat, d.lon] for d in nearby]))[
         0
     ]
-    order = np.argsort(etas)[:GREEDY_TRIES]
+    order = np.argsort(etas, kind="stable")[:GREEDY_TRIES]
     m.SOLVE_SECONDS.observe(time.perf_counter() - started)
     for j in order:
-        outcome = await try_assign(session, state, ride, nearby[int(j)].driver_id, float(etas[int(j)]), after)
+        d = nearby[int(j)]
+        outcome = await try_assign(session, state, ride, d.driver_id, d.accepts_offers, float(etas[int(j)]), after)
         if outcome != "driver_taken":
             return outcome in ("assigned", "offered")
     return False
 
 
-async def assign_batched(session: AsyncSession, state: MatchingState, after: After) -> None:
+async def assign_batched(session: AsyncSession, state: MatchingState, waiting: list[WaitingRide], after: After) -> None:
     started = time.perf_counter()
-    waiting = list(state.waiting.values())
-    seen: dict[str, DriverCandidate] = {}
-    for ride in waiting:
-        for d in state.index.candidates(ride.pickup.lat, ride.pickup.lon, state.radius_m):
-            seen.setdefault(d.driver_id, DriverCandidate(d.driver_id, d.lat, d.lon))
-    if not seen:
+    pool = await candidates.around(
+        session, [(r.pickup.lat, r.pickup.lon) for r in waiting], state.radius_m, state.seen_since_ms()
+    )
+    if not pool:
         return
+    answers_offers = {d.driver_id: d.accepts_offers for d in pool}
     riders = [RiderRequest(r.ride_id, r.pickup.lat, r.pickup.lon) for r in waiting]
-    plan = batched_assign(riders, list(seen.values()), state.eta, state.radius_m)
+    plan = batched_assign(riders, [DriverCandidate(d.driver_id, d.lat, d.lon) for d in pool], state.eta, state.radius_m)
     m.SOLVE_SECONDS.observe(time.perf_counter() - started)
     by_id = {r.ride_id: r for r in waiting}
     for a in sorted(plan, key=lambda a: a.eta_s):
         if a.driver_id in by_id[a.ride_id].excluded:
             continue  # already offered this ride (declined or timed out): the ride waits a window
-        await try_assign(session, state, by_id[a.ride_id], a.driver_id, a.eta_s, after)
+        await try_assign(session, state, by_id[a.ride_id], a.driver_id, answers_offers[a.driver_id], a.eta_s, after)
 
 
 def _claim_conflict(state: MatchingState) -> str:
@@ -69,21 +71,26 @@ def _claim_conflict(state: MatchingState) -> str:
 
 
 async def try_assign(
-    session: AsyncSession, state: MatchingState, ride: WaitingRide, driver_id: str, eta_s: float, after: After
+    session: AsyncSession,
+    state: MatchingState,
+    ride: WaitingRide,
+    driver_id: str,
+    answers_offers: bool,
+    eta_s: float,
+    after: After,
 ) -> str:
     """Claim ``driver_id`` for ``ride`` atomically. Returns assigned, offered, driver_taken or ride_gone.
-    A driver that answers offers is held (``offered``) and asked; others are assigned at once."""
-    state.index.remove(driver_id)
-    if state.settings.matching_offers and driver_id in state.offer_drivers:
+    A driver that answers offers is held (``offered``) and asked; others are assigned at once.
+    Only a driver still present at the claim can be claimed."""
+    if state.settings.matching_offers and answers_offers:
         return await try_offer(session, state, ride, driver_id, eta_s, after)
-    if await drivers.claim_driver(session, driver_id, ride.ride_id) is None:
+    if await drivers.claim_driver(session, driver_id, ride.ride_id, seen_since_ms=state.seen_since_ms()) is None:
         return _claim_conflict(state)
     moved = await rides.set_ride_status(
         session, ride.ride_id, ["requested"], "assigned", "assigned_at", driver_id=driver_id
     )
     if not moved:  # cancelled or assigned elsewhere meanwhile: give the driver back
-        await state.release(session, driver_id, ride.ride_id, after)
-        state.waiting.pop(ride.ride_id, None)
+        await state.release(session, driver_id, ride.ride_id)
         return "ride_gone"
     event = RideAssigned(
         ride_id=ride.ride_id,
@@ -95,7 +102,6 @@ async def try_assign(
         surge_multiplier=await rides.ride_surge_multiplier(session, ride.ride_id),
     )
     await rides.publish(session, event)
-    state.waiting.pop(ride.ride_id, None)
     requested_ms = ride.requested_ms
     mode = state.mode
 
@@ -112,7 +118,8 @@ async def try_assign(
 async def try_offer(
     session: AsyncSession, state: MatchingState, ride: WaitingRide, driver_id: str, eta_s: float, after: After
 ) -> str:
-    if await drivers.claim_driver(session, driver_id, ride.ride_id, status="offered") is None:
+    seen_since = state.seen_since_ms()
+    if await drivers.claim_driver(session, driver_id, ride.ride_id, status="offered", seen_since_ms=seen_since) is None:
         return _claim_conflict(state)
     timeout_ms = int(state.settings.matching_offer_timeout_s * 1000)
     offered_ms = now_ms()
@@ -126,29 +133,36 @@ async def try_offer(
         expires_ts=offered_ms + timeout_ms,
         ts=offered_ms,
     )
-    attempt = await offers.offer_ride(session, ride.ride_id, driver_id, event.event_id)
-    if attempt is None:  # cancelled meanwhile: give the driver back
-        await state.release(session, driver_id, ride.ride_id, after)
-        state.waiting.pop(ride.ride_id, None)
+    offered = await offers.offer_ride(session, ride.ride_id, driver_id, event.event_id)
+    if offered is None:  # cancelled meanwhile: give the driver back
+        await state.release(session, driver_id, ride.ride_id)
         return "ride_gone"
+    attempt, stored_ms = offered
     if attempt != 1:
         event = msgspec.structs.replace(event, attempt=attempt)
     await rides.publish(session, event)
-    state.waiting.pop(ride.ride_id, None)
-    after.append(state.offer_stats.sent)
+
+    def committed() -> None:
+        state.offer_stats.sent()
+        state.offer_clock.add(stored_ms + timeout_ms)  # the time-out is due then (Postgres' offered_at)
+
+    after.append(committed)
     return "offered"
 
 
-async def expire_waiting(session: AsyncSession, state: MatchingState, after: After) -> None:
-    """Rides that found no driver within the request time-out end ``expired`` with the reason."""
+async def expire_waiting(
+    session: AsyncSession, state: MatchingState, waiting: list[WaitingRide], after: After
+) -> list[WaitingRide]:
+    """Rides that found no driver within the request time-out end ``expired`` with the reason;
+    returns the rides still waiting."""
     timeout_s = state.settings.matching_request_timeout_s
     now = now_ms()
-    for ride in [r for r in state.waiting.values() if now - r.requested_ms > timeout_s * 1000]:
+    still = [r for r in waiting if now - r.requested_ms <= timeout_s * 1000]
+    for ride in [r for r in waiting if now - r.requested_ms > timeout_s * 1000]:
         reason = f"no available driver within {state.radius_m:.0f} m after {timeout_s:g} s"
         moved = await rides.set_ride_status(
             session, ride.ride_id, ["requested"], "expired", "expired_at", reason=reason
         )
-        state.waiting.pop(ride.ride_id, None)
         if not moved:
             continue
         await rides.publish(session, RideExpired(ride_id=ride.ride_id, rider_id=ride.rider_id, reason=reason))
@@ -158,3 +172,4 @@ async def expire_waiting(session: AsyncSession, state: MatchingState, after: Aft
             m.EXPIRED.inc()
 
         after.append(committed)
+    return still

@@ -1,12 +1,14 @@
-"""The matching engine: applies consumed batches to Postgres (one transaction each) and keeps the
-in-memory view (H3 driver index, waiting rides) in step with what was committed.
+"""The matching engine: applies consumed batches to Postgres (one transaction each), runs the
+assignment rounds, withdraws offers when they are due, and sweeps presence.
 
-Postgres is the source of truth. The in-memory index only proposes candidates; a driver becomes
-assigned through one conditional UPDATE, so a stale index or a second matching instance can cost
-a retry, never a double booking. The view is rebuilt from Postgres at start, every
-``matching_refresh_s``, and after any failed batch. What each event does lives in
-:mod:`~ridehail.matching.ride_events`, :mod:`~ridehail.matching.assigning` and
-:mod:`~ridehail.matching.offering`.
+Postgres is the source of truth and the only shared state. Candidates are read from the drivers
+table in the transaction that claims one (:mod:`~ridehail.matching.candidates`), so every
+instance sees the whole fleet whichever location partitions it consumes; a driver becomes
+assigned through one conditional UPDATE, so a second instance can cost a retry, never a double
+booking; waiting rides are taken with ``FOR UPDATE SKIP LOCKED``, so instances share them
+without working on the same ride twice, and a ride whose instance died is picked up by another
+at its next round. What each event does lives in :mod:`~ridehail.matching.ride_events`,
+:mod:`~ridehail.matching.assigning` and :mod:`~ridehail.matching.offering`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,10 +29,10 @@ from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, event_
 from ridehail.domain.geo import SERVICE_AREA
 from ridehail.domain.lifecycle import IllegalTransition
 from ridehail.matching import metrics as m
+from ridehail.matching import presence
 from ridehail.matching.assigning import assign_batched, assign_greedy, expire_waiting
 from ridehail.matching.eta import EtaModel
-from ridehail.matching.index import DriverIndex
-from ridehail.matching.offering import time_out_offers
+from ridehail.matching.offering import withdraw_due_offers
 from ridehail.matching.ride_events import apply_ride_event
 from ridehail.matching.settings import MatchingSettings
 from ridehail.matching.state import After, MatchingState, WaitingRide
@@ -37,6 +40,8 @@ from ridehail.matching.validation import is_replayed, unstorable
 from ridehail.stores import drivers, offers, rides
 
 log = get_logger(__name__)
+
+PRESENCE_SWEEP_S = 1.0
 
 
 class MatchingEngine(MatchingState):
@@ -47,43 +52,28 @@ class MatchingEngine(MatchingState):
         eta: EtaModel,
         on_outbox: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(settings=settings, eta=eta, index=DriverIndex(settings.matching_h3_resolution))
+        super().__init__(settings=settings, eta=eta)
         self._factory = session_factory
         self._on_outbox = on_outbox or (lambda: None)
-        self._lock = asyncio.Lock()  # rides handler and ticker never interleave their assignments
-        self._loaded_once = False
+        self._lock = asyncio.Lock()  # rides handler and rounds of this instance never interleave
 
-    # -- state from Postgres -----------------------------------------------------------------------
-    async def rebuild(self) -> None:
-        """Re-read available drivers and waiting rides (start, periodic refresh, after a failure)."""
-        # Read outside the lock (ride handling goes on meanwhile); swap under it. Anything that
-        # changed in between is at worst a claim that fails or a ride that is no longer waiting.
+    # -- presence ----------------------------------------------------------------------------------
+    async def sweep_presence(self) -> None:
+        """Count present and free drivers and flag rides whose driver went silent (also at start)."""
         async with transaction(self._factory) as session:
-            known = await drivers.load_drivers(session)
-            waiting = await rides.load_waiting_rides(session)
-            excluded = await offers.offered_drivers(session, [r["ride_id"] for r in waiting])
-        async with self._lock:
-            self.index.clear()
-            self.offer_drivers = {d.driver_id for d in known if d.accepts_offers}
-            for d in known:
-                if d.status == "available" and d.current_ride_id is None:
-                    self.index.upsert(d.driver_id, d.lat, d.lon)
-            self.waiting = {
-                r["ride_id"]: WaitingRide(
-                    r["ride_id"],
-                    r["rider_id"],
-                    LatLon(r["pickup_lat"], r["pickup_lon"]),
-                    LatLon(r["dropoff_lat"], r["dropoff_lon"]),
-                    int(r["requested_ms"]),
-                    excluded.get(r["ride_id"], set()),
-                )
-                for r in waiting
-            }
-            self.dirty = False
-            self.update_gauges()
-        report = log.debug if self._loaded_once else log.info  # the periodic refresh stays quiet
-        report("matching_state_loaded", drivers_available=len(self.index), rides_waiting=len(self.waiting))
-        self._loaded_once = True
+            self.presence = await presence.sweep(session, self)
+        self.update_gauges()
+
+    async def is_candidate(self, driver_id: str) -> bool:
+        """Whether ``driver_id`` is free and present now (what a request would see)."""
+        async with transaction(self._factory) as session:
+            row = await drivers.load_driver(session, driver_id)
+        return bool(
+            row is not None
+            and row["status"] == "available"
+            and row["current_ride_id"] is None
+            and row["last_seen_ms"] >= self.seen_since_ms()
+        )
 
     # -- locations ---------------------------------------------------------------------------------
     async def handle_locations(self, batch: list[Decoded]) -> list[Rejected]:
@@ -109,64 +99,44 @@ class MatchingEngine(MatchingState):
                 continue
             newest[ping.driver_id] = ping
         pings = list(newest.values())
-        try:
-            async with transaction(self._factory) as session:
-                changed = await drivers.upsert_locations(session, pings)
-        except Exception:
-            self.dirty = True
-            raise
-        m.STALE_PINGS.inc(len(pings) - len(changed))
-        for row in changed:
-            if row.accepts_offers:
-                self.offer_drivers.add(row.driver_id)
-            else:
-                self.offer_drivers.discard(row.driver_id)
-            if row.status == "available" and row.current_ride_id is None:
-                self.index.upsert(row.driver_id, row.lat, row.lon)
-            else:
-                self.index.remove(row.driver_id)
+        async with transaction(self._factory) as session:
+            changed = await drivers.upsert_locations(session, pings)
+        m.STALE_PINGS.inc(len(pings) - changed)
         m.EVENTS.labels("location").inc(len(batch))
         self.meter.add(len(batch))
         return rejected
 
     # -- rides -------------------------------------------------------------------------------------
     async def handle_rides(self, batch: list[Decoded]) -> list[Rejected]:
+        """Each event in its own transaction: one the database refuses is dead-lettered instead of
+        failing the batch, and no transaction holds one driver's row while waiting for another's
+        (what a batch of pings holds), so rides and pings never deadlock. A batch that fails
+        midway is consumed again; the events already applied are recognised by their ids."""
         rejected: list[Rejected] = []
-        after: After = []
         async with self._lock:
-            try:
-                async with transaction(self._factory) as session:
-                    for item in batch:
-                        problem = unstorable(item)
-                        if problem:
-                            rejected.append(Rejected(item.message, problem))
-                            continue
-                        mark = len(after)
-                        try:
-                            # A savepoint per event: one event that cannot be applied is dead-lettered
-                            # instead of failing (and endlessly retrying) the whole batch.
-                            async with session.begin_nested():
-                                await apply_ride_event(session, self, item.event, after, is_replayed(item))
-                        except IllegalTransition as exc:
-                            del after[mark:]
-                            rejected.append(Rejected(item.message, exc.reason))
-                        except Exception as exc:
-                            if is_infrastructure_failure(exc):
-                                raise  # the database is away: the whole batch is retried, nothing rejected
-                            # Whatever else it raised (the database refused a value, a number too large
-                            # to quantise, a bug), this event cannot be applied: dead-letter it and go on.
-                            # The rejection stands only if the transaction commits, i.e. the database
-                            # was reachable after this event failed.
-                            del after[mark:]
-                            self.dirty = True  # in-memory moves of this event are re-read from Postgres
-                            what = "refused by the database" if is_input_failure(exc) else "could not be applied"
-                            rejected.append(Rejected(item.message, f"{what}: {describe(exc)}"))
-            except Exception:
-                self.dirty = True
-                raise
-            for action in after:
-                action()
-            self.update_gauges()
+            for item in batch:
+                problem = unstorable(item)
+                if problem:
+                    rejected.append(Rejected(item.message, problem))
+                    continue
+                after: After = []
+                try:
+                    async with transaction(self._factory) as session:
+                        await apply_ride_event(session, self, item.event, after, is_replayed(item))
+                except IllegalTransition as exc:
+                    rejected.append(Rejected(item.message, exc.reason))
+                    continue
+                except Exception as exc:
+                    if is_infrastructure_failure(exc):
+                        raise  # the database is away: the batch is retried, nothing rejected
+                    # Whatever else it raised (the database refused a value, a number too large to
+                    # quantise, a bug), this event cannot be applied: its transaction rolled back,
+                    # it is dead-lettered and the next event goes on.
+                    what = "refused by the database" if is_input_failure(exc) else "could not be applied"
+                    rejected.append(Rejected(item.message, f"{what}: {describe(exc)}"))
+                    continue
+                for action in after:
+                    action()
         m.EVENTS.labels("ride").inc(len(batch))
         self.meter.add(len(batch))
         self._on_outbox()
@@ -174,30 +144,60 @@ class MatchingEngine(MatchingState):
 
     # -- rounds ------------------------------------------------------------------------------------
     async def tick(self) -> None:
-        """One round: time out offers, expire old requests, assign waiting rides."""
-        if self.dirty:
-            await self.rebuild()
-        after: After = []
+        """One round: expire old requests, assign the waiting rides no other instance is working on
+        (greedy: one transaction per ride; batched: one solve over all of them)."""
         async with self._lock:
-            try:
+            if self.mode == "batched":
                 async with transaction(self._factory) as session:
-                    if self.settings.matching_offers:
-                        await time_out_offers(session, self, after)
-                    if self.waiting:
-                        await expire_waiting(session, self, after)
-                    if self.waiting and self.mode == "batched":
-                        await assign_batched(session, self, after)
-                    elif self.waiting:
-                        for ride in list(self.waiting.values()):
-                            await assign_greedy(session, self, ride, after)
-            except Exception:
-                self.dirty = True
-                raise
-            for action in after:
-                action()
-            self.update_gauges()
+                    after = await self._round(session, await rides.lock_waiting_rides(session))
+                self._committed(after)
+                return
+            async with transaction(self._factory) as session:
+                ride_ids = await rides.waiting_ride_ids(session)
+            for ride_id in ride_ids:
+                async with transaction(self._factory) as session:
+                    after = await self._round(session, await rides.lock_waiting_rides(session, ride_id=ride_id))
+                self._committed(after)
+
+    async def _round(self, session: AsyncSession, rows: list[Any]) -> After:
+        after: After = []
+        excluded = await offers.offered_drivers(session, [r["ride_id"] for r in rows])
+        waiting = [
+            WaitingRide(
+                r["ride_id"],
+                r["rider_id"],
+                LatLon(r["pickup_lat"], r["pickup_lon"]),
+                LatLon(r["dropoff_lat"], r["dropoff_lon"]),
+                int(r["requested_ms"]),
+                excluded.get(r["ride_id"], set()),
+            )
+            for r in rows
+        ]
+        if waiting:
+            waiting = await expire_waiting(session, self, waiting, after)
+        if waiting and self.mode == "batched":
+            await assign_batched(session, self, waiting, after)
+        else:
+            for ride in waiting:
+                await assign_greedy(session, self, ride, after)
+        return after
+
+    def _committed(self, after: After) -> None:
+        for action in after:
+            action()
         if after:
             self._on_outbox()
+
+    async def withdraw_offers(self) -> None:
+        """Withdraw the offers that are due (timed out, or the driver went silent), each in its own
+        transaction (a withdrawal releases one driver and may claim the next)."""
+        while True:
+            after: After = []
+            async with transaction(self._factory) as session:
+                withdrawn = await withdraw_due_offers(session, self, after, limit=1)
+            self._committed(after)
+            if not withdrawn:
+                return
 
     async def cancel_stale_assignments(self) -> int:
         """Safety net: a driver that never reports arriving (its simulator restarted, it refused the
@@ -205,7 +205,6 @@ class MatchingEngine(MatchingState):
         is released, and a ``RideCancelled`` event tells everyone."""
         timeout_s = self.settings.matching_pickup_timeout_s
         reason = f"driver did not reach the pickup within {timeout_s:g} s"
-        after: After = []
         async with self._lock, transaction(self._factory) as session:
             stale = await rides.cancel_stale_assignments(session, timeout_s, reason)
             for row in stale:
@@ -218,28 +217,42 @@ class MatchingEngine(MatchingState):
                 )
                 await rides.publish(session, event)
                 if row["driver_id"]:
-                    await self.release(session, row["driver_id"], row["ride_id"], after)
-        for action in after:
-            action()
+                    await self.release(session, row["driver_id"], row["ride_id"])
         if stale:
             log.warning("stale_assignments_cancelled", count=len(stale), reason=reason)
             self._on_outbox()
         return len(stale)
 
     async def run_ticker(self, stop: asyncio.Event) -> None:
-        """Assignment rounds every batch window; a full re-read from Postgres every refresh period."""
+        """Assignment rounds every batch window, the presence sweep every second, the stale
+        assignment check every refresh period."""
         window_s = self.settings.matching_batch_window_ms / 1000
-        last_refresh = time.monotonic()
+        step_s = min(window_s, PRESENCE_SWEEP_S)
+        last_round = last_sweep = last_stale = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=window_s)
+                await asyncio.wait_for(stop.wait(), timeout=step_s)
             if stop.is_set():
                 return
-            try:
-                if time.monotonic() - last_refresh >= self.settings.matching_refresh_s:
-                    self.dirty = True
-                    last_refresh = time.monotonic()
-                    await self.cancel_stale_assignments()
-                await self.tick()
-            except Exception as exc:
-                log.warning("matching_tick_failed", error=repr(exc)[:300])
+            now = time.monotonic()
+            for due, job, name in (
+                (now - last_stale >= self.settings.matching_refresh_s, self.cancel_stale_assignments, "stale"),
+                (now - last_sweep >= PRESENCE_SWEEP_S, self.sweep_presence, "presence"),
+                (now - last_round >= window_s, self.tick, "round"),
+            ):
+                if not due:
+                    continue
+                try:
+                    await job()
+                except Exception as exc:
+                    log.warning("matching_job_failed", job=name, error=repr(exc)[:300])
+            last_stale = now if now - last_stale >= self.settings.matching_refresh_s else last_stale
+            last_sweep = now if now - last_sweep >= PRESENCE_SWEEP_S else last_sweep
+            last_round = now if now - last_round >= window_s else last_round
+
+    async def run_offer_clock(self, stop: asyncio.Event) -> None:
+        """Offers are withdrawn at their deadline and checked every ``matching_offer_check_ms``."""
+        if not self.settings.matching_offers:
+            await stop.wait()
+            return
+        await self.offer_clock.run(stop, self.withdraw_offers, self.settings.matching_offer_check_ms / 1000)

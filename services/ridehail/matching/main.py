@@ -48,6 +48,7 @@ class MatchingService:
             settings, self.sessions, make_eta_model(settings.matching_eta_model), on_outbox=self.relay.wake
         )
         group = settings.matching_group_id
+        session = {"session.timeout.ms": settings.matching_session_timeout_ms}
         self.locations = BatchConsumer(
             bootstrap=settings.bootstrap,
             group_id=f"{group}-locations",
@@ -58,6 +59,7 @@ class MatchingService:
             name=f"{instance}-locations",
             batch_max=settings.matching_location_batch_max,
             batch_timeout_ms=settings.matching_location_batch_timeout_ms,
+            **session,
         )
         self.rides = BatchConsumer(
             bootstrap=settings.bootstrap,
@@ -70,14 +72,18 @@ class MatchingService:
             batch_max=500,
             batch_timeout_ms=settings.matching_ride_batch_timeout_ms,
             **{"fetch.wait.max.ms": 10},
+            **session,
         )
 
     def stats(self) -> dict[str, Any]:
         return {
             "consumer_lag": int(self.locations.stats.lag + self.rides.stats.lag),
             "events_per_s": round(self.engine.meter.rate(), 1),
-            "drivers_available": len(self.engine.index),
-            "rides_waiting": len(self.engine.waiting),
+            "drivers_available": self.engine.presence.free,
+            "drivers_present": self.engine.presence.present,
+            "drivers_known": self.engine.presence.known,
+            "drivers_silent_on_ride": len(self.engine.presence.silent_on_ride),
+            "rides_waiting": self.engine.presence.waiting,
             "mode": self.engine.mode,
             "eta_model": self.engine.eta.name,
             "assigned": self.engine.assigned,
@@ -115,7 +121,7 @@ class MatchingService:
         stopped.cancel()
         if not await wait_for_topics(self.settings.bootstrap, stop):
             return False
-        await self.engine.rebuild()
+        await self.engine.sweep_presence()  # Postgres answers; nothing else to load: matching keeps no state
         self.started = True
         return True
 
@@ -141,6 +147,7 @@ class MatchingService:
             asyncio.create_task(self.locations.run(stop), name="locations"),
             asyncio.create_task(self.rides.run(stop), name="rides"),
             asyncio.create_task(self.engine.run_ticker(stop), name="ticker"),
+            asyncio.create_task(self.engine.run_offer_clock(stop), name="offer-clock"),
             asyncio.create_task(self.relay.run(stop), name="relay"),
             http,
         ]

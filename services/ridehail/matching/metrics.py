@@ -16,7 +16,8 @@ CLAIM_CONFLICTS = Counter(
 )
 OFFERS = Counter(
     "ridehail_matching_offers_total",
-    "Driver offers by outcome (sent, accepted, declined, timed_out, ignored: late or duplicate answers)",
+    "Driver offers by outcome (sent, accepted, declined, timed_out, silent: the driver stopped pinging, "
+    "ignored: late or duplicate answers)",
     ["outcome"],
 )
 OFFER_ACCEPTANCE = Gauge("ridehail_matching_offer_acceptance_ratio", "Accepted / answered-or-timed-out offers")
@@ -40,7 +41,13 @@ SOLVE_SECONDS = Histogram(
     "Time to compute one assignment round (ETA matrix + solver)",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
-DRIVERS_AVAILABLE = Gauge("ridehail_matching_drivers_available", "Available drivers in the in-memory index")
+DRIVERS_AVAILABLE = Gauge(
+    "ridehail_matching_drivers_available", "Present drivers that are available and hold no ride (candidates)"
+)
+DRIVERS_PRESENT = Gauge("ridehail_matching_drivers_present", "Drivers whose newest ping is within the presence TTL")
+DRIVERS_SILENT_ON_RIDE = Gauge(
+    "ridehail_matching_drivers_silent_on_ride", "Drivers that hold a ride (offered, to pickup, on trip) but went silent"
+)
 RIDES_WAITING = Gauge("ridehail_matching_rides_waiting", "Requested rides waiting for a driver")
 EVENTS_PER_S = Gauge("ridehail_matching_events_per_second", "Events applied per second (last 5 s)")
 

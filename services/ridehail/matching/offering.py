@@ -1,5 +1,6 @@
-"""Driver offers: a driver's answer, an offer that timed out, and what follows (the next candidate,
-or the ride expires after ``RIDEHAIL_MATCHING_OFFER_MAX_TRIES`` offers).
+"""Driver offers: a driver's answer, an offer withdrawn (no answer in time, or the driver went
+silent), and what follows (the next candidate, or the ride expires after
+``RIDEHAIL_MATCHING_OFFER_MAX_TRIES`` offers).
 
 Only the ride's open offer to that driver moves anything (:mod:`ridehail.stores.offers` makes
 every move conditional on it), so a late or duplicate answer, a rider's cancel racing it or a
@@ -82,13 +83,12 @@ async def _accepted(session: AsyncSession, state: MatchingState, answer: RideOff
 async def offer_withdrawn(session: AsyncSession, state: MatchingState, row: Any, driver_id: str, after: After) -> None:
     """Declined or timed out: free the driver, then offer the next candidate or expire the ride."""
     ride_id = row["ride_id"]
-    await state.release(session, driver_id, ride_id, after)
+    await state.release(session, driver_id, ride_id)
     tries = int(row["offer_attempts"])
     if tries >= state.settings.matching_offer_max_tries:
         reason = f"no driver accepted the ride after {tries} offers"
         await rides.set_ride_status(session, ride_id, ["requested"], "expired", "expired_at", reason=reason)
         await rides.publish(session, RideExpired(ride_id=ride_id, rider_id=row["rider_id"], reason=reason))
-        state.waiting.pop(ride_id, None)
         after.append(m.EXPIRED.inc)
         return
     excluded = (await offers.offered_drivers(session, [ride_id])).get(ride_id, set()) | {driver_id}
@@ -100,24 +100,33 @@ async def offer_withdrawn(session: AsyncSession, state: MatchingState, row: Any,
         int(row["requested_ms"]),
         excluded,
     )
-    state.waiting[ride_id] = waiting
-    if state.mode == "greedy":
-        state.index.remove(driver_id)  # not back in the index before this transaction commits
+    if state.mode == "greedy":  # batched: the ride is solved with the others in the next window
         await assign_greedy(session, state, waiting, after)
 
 
-async def time_out_offers(session: AsyncSession, state: MatchingState, after: After) -> None:
-    for stale in await offers.expired_offers(session, state.settings.matching_offer_timeout_s):
+async def withdraw_due_offers(session: AsyncSession, state: MatchingState, after: After, limit: int = 500) -> int:
+    """Withdraw up to ``limit`` open offers that timed out or whose driver went silent; returns how many."""
+    timeout_s = state.settings.matching_offer_timeout_s
+    now = now_ms()
+    due = await offers.offers_to_withdraw(session, timeout_s, now, state.seen_since_ms(now), limit)
+    for stale in due:
         row = await offers.withdraw_offer(session, stale["ride_id"], stale["offer_id"])
         if row is None:
             continue
+        if stale["timed_out"]:
+            reason = f"no answer within {timeout_s:g} s"
+            after.append(state.offer_stats.timed_out)
+        else:
+            reason = f"driver went silent (no ping for {state.settings.driver_presence_ttl_s:g} s)"
+            after.append(state.offer_stats.silent)
         event = RideOfferTimedOut(
             ride_id=stale["ride_id"],
             driver_id=stale["driver_id"],
             offer_id=stale["offer_id"],
             attempt=max(int(stale["offer_attempts"]), 1),
+            reason=reason,
         )
         await rides.publish(session, event)
-        log.info("offer_timed_out", ride_id=event.ride_id, driver_id=event.driver_id, attempt=event.attempt)
-        after.append(state.offer_stats.timed_out)
+        log.info("offer_withdrawn", ride_id=event.ride_id, driver_id=event.driver_id, attempt=event.attempt, why=reason)
         await offer_withdrawn(session, state, row, stale["driver_id"], after)
+    return len(due)

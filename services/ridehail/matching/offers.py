@@ -17,6 +17,7 @@ class OfferStats:
         self.accepted = 0
         self.declined = 0
         self.timed_out_total = 0
+        self.silent_total = 0  # withdrawn because the driver went silent
         self.ignored_total = 0
         self._latency_ms: deque[float] = deque(maxlen=window)  # the latest answers
 
@@ -40,14 +41,19 @@ class OfferStats:
         m.OFFERS.labels("timed_out").inc()
         m.OFFER_ACCEPTANCE.set(self.acceptance_rate)
 
+    def silent(self) -> None:
+        self.silent_total += 1
+        m.OFFERS.labels("silent").inc()
+        m.OFFER_ACCEPTANCE.set(self.acceptance_rate)
+
     def ignored(self) -> None:
         self.ignored_total += 1
         m.OFFERS.labels("ignored").inc()
 
     @property
     def acceptance_rate(self) -> float:
-        """Accepted over every offer that ended (accepted, declined or timed out)."""
-        ended = self.accepted + self.declined + self.timed_out_total
+        """Accepted over every offer that ended (accepted, declined, timed out or withdrawn from a silent driver)."""
+        ended = self.accepted + self.declined + self.timed_out_total + self.silent_total
         return self.accepted / ended if ended else 0.0
 
     def snapshot(self) -> dict[str, Any]:
@@ -57,6 +63,7 @@ class OfferStats:
             "accepted": self.accepted,
             "declined": self.declined,
             "timed_out": self.timed_out_total,
+            "silent": self.silent_total,
             "ignored": self.ignored_total,
             "acceptance_rate": round(self.acceptance_rate, 3),
             "answer_p50_ms": None if latencies is None else round(float(np.percentile(latencies, 50)), 1),

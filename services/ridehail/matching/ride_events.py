@@ -1,7 +1,7 @@
-"""What each ride event does to Postgres and to matching's view: a request becomes a waiting ride
-(and, greedy, is assigned at once); arrived, picked up, completed and cancelled move the ride
-through the state machine and free or re-status its driver; matching's own decisions are
-applied only when they come from a replayed recording."""
+"""What each ride event does to Postgres: a request is stored as a waiting ride (and, greedy, is
+assigned at once); arrived, picked up, completed and cancelled move the ride through the state
+machine and free or re-status its driver; matching's own decisions are applied only when they
+come from a replayed recording."""
 
 from __future__ import annotations
 
@@ -45,10 +45,8 @@ async def apply_ride_event(
         # replayed recording's decisions are not ours: they are applied as recorded.
         if replayed and not await rides.event_seen(session, event.event_id):
             await apply_recorded_decision(session, event)
-            state.waiting.pop(event.ride_id, None)
-            state.dirty = True  # driver holds and releases are re-read into the index
     elif isinstance(event, Lifecycle):
-        await on_lifecycle(session, state, event, after)
+        await on_lifecycle(session, state, event)
     else:
         raise IllegalTransition(f"unexpected event {event_type(type(event))} on ride topics")
 
@@ -66,23 +64,15 @@ async def on_requested(
     ride = await rides.lock_ride(session, event.ride_id)
     if ride is None or ride["status"] != "requested" or ride["replayed"]:
         return  # replayed request of a ride that has moved on, or one the recording decides
-    waiting = WaitingRide(event.ride_id, event.rider_id, event.pickup, event.dropoff, event.ts)
-    state.waiting[event.ride_id] = waiting
-    if state.mode == "greedy":
+    if state.mode == "greedy":  # batched: the ride waits in Postgres for the next window's solve
+        waiting = WaitingRide(event.ride_id, event.rider_id, event.pickup, event.dropoff, event.ts)
         await assign_greedy(session, state, waiting, after)
 
 
-async def on_lifecycle(session: AsyncSession, state: MatchingState, event: Lifecycle, after: After) -> None:
+async def on_lifecycle(session: AsyncSession, state: MatchingState, event: Lifecycle) -> None:
     kind = event_type(type(event))
     if await rides.event_seen(session, event.event_id):
-        # Already applied (replay, or a cancel the gateway committed): only refresh our view.
-        if isinstance(event, RideCancelled):
-            state.waiting.pop(event.ride_id, None)
-            if event.driver_id:
-                position = await drivers.driver_position_if_free(session, event.driver_id)
-                if position is not None:
-                    state.index_later(after, event.driver_id, *position)
-        return
+        return  # already applied (a redelivery, or a cancel the gateway committed with its event)
     ride = await rides.lock_ride(session, event.ride_id)
     if ride is None:
         raise IllegalTransition(f"{kind} for unknown ride {event.ride_id}")
@@ -104,8 +94,6 @@ async def on_lifecycle(session: AsyncSession, state: MatchingState, event: Lifec
     if driver_id is not None:
         driver_status = DRIVER_STATUS_FOR[target]
         if driver_status is None:
-            await state.release(session, driver_id, event.ride_id, after)
+            await state.release(session, driver_id, event.ride_id)
         else:
             await drivers.set_driver_ride_status(session, driver_id, event.ride_id, driver_status)
-    if target == "cancelled":
-        state.waiting.pop(event.ride_id, None)

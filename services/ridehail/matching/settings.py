@@ -35,17 +35,21 @@ class MatchingSettings(CommonSettings):
     matching_eta_model: Literal["auto", "road_network", "straight_line"] = Field(
         default="auto", description="Pickup ETA: road graph (auto: if it loads) or straight line x detour / speed."
     )
-    matching_h3_resolution: int = Field(
-        default=8, ge=5, le=11, description="H3 resolution of the in-memory driver index."
-    )
     matching_refresh_s: float = Field(
         default=5.0,
         gt=0,
         le=600,
-        description="How often the driver index and the waiting rides are re-read from Postgres.",
+        description="How often assignments whose driver never reaches the pickup are looked for.",
     )
     matching_group_id: str = Field(
         default="ridehail-matching", description="Consumer group prefix (instances sharing it split the work)."
+    )
+    matching_session_timeout_ms: int = Field(
+        default=4000,
+        ge=3000,
+        le=60_000,
+        description="Consumer session timeout: a dead instance's partitions move to the others after this "
+        "(plus a rebalance of about half of it).",
     )
     matching_location_batch_max: int = Field(
         default=20_000, ge=1, le=100_000, description="Location consumer: most pings per batch."
@@ -63,6 +67,13 @@ class MatchingSettings(CommonSettings):
         gt=0,
         le=600,
         description="An offer not answered within this many seconds moves to the next driver.",
+    )
+    matching_offer_check_ms: int = Field(
+        default=250,
+        ge=10,
+        le=10_000,
+        description="How often open offers are checked for silent drivers and for time-outs of other instances' "
+        "offers (this instance's own offers time out at their deadline).",
     )
     matching_offer_max_tries: int = Field(
         default=5, ge=1, le=100, description="After this many declined or unanswered offers the ride expires."

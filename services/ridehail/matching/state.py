@@ -1,6 +1,8 @@
-"""Matching's in-memory view, kept in step with what Postgres committed: the H3 index of available
-drivers, the rides waiting for one, and the counters. ``After`` collects what to do to that view
-once the batch's transaction has committed (a rolled-back batch must not move anything)."""
+"""What a matching instance keeps between transactions: its settings, the ETA model, the deadlines
+of the offers it made, what the last presence sweep saw, and the counters. Nothing here decides
+anything: drivers, rides and offers are read from Postgres in each transaction, so an instance
+that starts, dies or joins has no state to rebuild or lose. ``After`` collects what to do once
+the batch's transaction has committed (a rolled-back batch must not count anything)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ridehail.domain.events import LatLon
+from ridehail.domain.events import LatLon, now_ms
+from ridehail.domain.presence import cutoff_ms
 from ridehail.matching import metrics as m
 from ridehail.matching.eta import EtaModel
-from ridehail.matching.index import DriverIndex
+from ridehail.matching.offer_clock import OfferClock
 from ridehail.matching.offers import OfferStats
 from ridehail.matching.settings import MatchingSettings
 from ridehail.stores import drivers
@@ -31,18 +34,27 @@ class WaitingRide:
 
 
 @dataclass
+class PresenceView:
+    """What the last presence sweep counted (for /stats and the gauges)."""
+
+    known: int = 0
+    present: int = 0
+    free: int = 0  # present, available, no ride: the candidates
+    waiting: int = 0  # rides waiting for a driver
+    silent_on_ride: dict[str, str] = field(default_factory=dict)  # ride id -> its silent driver
+
+
+@dataclass
 class MatchingState:
     settings: MatchingSettings
     eta: EtaModel
-    index: DriverIndex
-    waiting: dict[str, WaitingRide] = field(default_factory=dict)
-    offer_drivers: set[str] = field(default_factory=set)  # drivers whose pings say they answer offers
+    offer_clock: OfferClock = field(default_factory=OfferClock)
+    presence: PresenceView = field(default_factory=PresenceView)
     offer_stats: OfferStats = field(default_factory=OfferStats)
     meter: m.RateMeter = field(default_factory=m.RateMeter)
     assigned: int = 0
     expired: int = 0
     claim_conflicts: int = 0
-    dirty: bool = True  # re-read everything from Postgres before the next round
 
     @property
     def mode(self) -> str:
@@ -52,19 +64,17 @@ class MatchingState:
     def radius_m(self) -> float:
         return self.settings.matching_radius_m
 
-    def index_later(self, after: After, driver_id: str, lat: float, lon: float) -> None:
-        """Put ``driver_id`` back into the index once the transaction has committed."""
-        after.append(lambda: self.index.upsert(driver_id, lat, lon))
+    def seen_since_ms(self, now: int | None = None) -> int:
+        """Drivers last seen before this are silent (not candidates)."""
+        return cutoff_ms(now_ms() if now is None else now, self.settings.driver_presence_ttl_s)
 
-    async def release(self, session: AsyncSession, driver_id: str, ride_id: str, after: After) -> bool:
-        """Free ``driver_id`` from ``ride_id`` (no-op if it moved on) and re-index it after commit."""
-        released = await drivers.release_driver(session, driver_id, ride_id)
-        if released is None:
-            return False
-        self.index_later(after, driver_id, released["lat"], released["lon"])
-        return True
+    async def release(self, session: AsyncSession, driver_id: str, ride_id: str) -> bool:
+        """Free ``driver_id`` from ``ride_id`` (no-op if it moved on): a candidate again once committed."""
+        return await drivers.release_driver(session, driver_id, ride_id) is not None
 
     def update_gauges(self) -> None:
-        m.DRIVERS_AVAILABLE.set(len(self.index))
-        m.RIDES_WAITING.set(len(self.waiting))
+        m.DRIVERS_AVAILABLE.set(self.presence.free)
+        m.DRIVERS_PRESENT.set(self.presence.present)
+        m.DRIVERS_SILENT_ON_RIDE.set(len(self.presence.silent_on_ride))
+        m.RIDES_WAITING.set(self.presence.waiting)
         m.EVENTS_PER_S.set(self.meter.rate())

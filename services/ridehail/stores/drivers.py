@@ -3,11 +3,16 @@
 
 Positions only move forward by ``last_seq`` (newest seq wins, so a replayed or reordered ping
 changes nothing) and a ping sets the status only while the driver holds no ride; the claim is
-one conditional UPDATE, so two matching instances can never book the same driver.
+one conditional UPDATE, so two matching instances can never book the same driver. Every ping
+also stamps ``last_seen_ms`` (presence, :mod:`ridehail.domain.presence`), and Postgres keeps
+``grid_cell`` (:mod:`ridehail.domain.grid`) in step with the position: together they make "free,
+present drivers near here" one indexed query (:func:`free_drivers_in_cells`), the candidate
+source every matching instance shares.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,22 +23,40 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ridehail.domain.events import DriverLocation
 
+_FREE = "driver_id = :d AND status = 'available' AND current_ride_id IS NULL AND last_seen_ms >= :seen"
+_CLAIM = text(
+    "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
+    f"WHERE driver_id = (SELECT driver_id FROM drivers WHERE {_FREE} FOR UPDATE SKIP LOCKED) RETURNING lat, lon"
+)
+_LOOKS_FREE = text(f"SELECT 1 FROM drivers WHERE {_FREE}")  # the committed row, without waiting for its lock
+
+
+CLAIM_RETRY_S = 0.005
+CLAIM_PATIENCE_S = 0.1
+
 
 async def claim_driver(
-    session: AsyncSession, driver_id: str, ride_id: str, status: str = "to_pickup"
+    session: AsyncSession, driver_id: str, ride_id: str, status: str = "to_pickup", seen_since_ms: int = 0
 ) -> tuple[float, float] | None:
-    """The atomic claim: the driver becomes ours only if still available and free. Returns its position.
-    ``status`` is ``to_pickup`` (assigned) or ``offered`` (held while the driver answers an offer)."""
-    row = (
-        await session.execute(
-            text(
-                "UPDATE drivers SET status = :s, current_ride_id = :r, updated_at = now() "
-                "WHERE driver_id = :d AND status = 'available' AND current_ride_id IS NULL RETURNING lat, lon"
-            ),
-            {"d": driver_id, "r": ride_id, "s": status},
-        )
-    ).first()
-    return (row.lat, row.lon) if row is not None else None
+    """The atomic claim: the driver becomes ours only if still available, free and seen since
+    ``seen_since_ms`` (present). Returns its position. ``status`` is ``to_pickup`` (assigned) or
+    ``offered`` (held while the driver answers an offer).
+
+    The claim never waits for a row lock (``SKIP LOCKED``): a claim that waited for a batch of
+    pings while holding an earlier claim could close a deadlock cycle with that batch. A driver
+    whose row is locked right now (its ping being written, another instance claiming it) but
+    looks free is asked again for up to ``CLAIM_PATIENCE_S``; a claim that loses returns None."""
+    params = {"d": driver_id, "r": ride_id, "s": status, "seen": seen_since_ms}
+    waited = 0.0
+    while True:
+        row = (await session.execute(_CLAIM, params)).first()
+        if row is not None:
+            return row.lat, row.lon
+        looks_free = (await session.execute(_LOOKS_FREE, params)).first() is not None
+        if not looks_free or waited >= CLAIM_PATIENCE_S:
+            return None
+        await asyncio.sleep(CLAIM_RETRY_S)
+        waited += CLAIM_RETRY_S
 
 
 async def set_driver_ride_status(session: AsyncSession, driver_id: str, ride_id: str, status: str) -> bool:
@@ -70,34 +93,38 @@ _json_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
-class DriverRow:
+class FreeDriver:
+    """A free, present driver: a candidate for a ride."""
+
     driver_id: str
     lat: float
     lon: float
-    status: str
-    current_ride_id: str | None
-    accepts_offers: bool = False
+    accepts_offers: bool
 
 
-# One statement per batch: arrays in, newest-seq-wins upsert, changed rows out. A ping only sets
-# the status while the driver holds no ride (matching owns to_pickup/on_trip), and only to
-# available/offline. The batch travels as ONE JSON document (msgspec encodes 10k pings in ~2 ms;
-# Postgres parses it in C) through the session's asyncpg connection, in the same transaction:
-# for 10k-row batches, per-element array encoding and SQLAlchemy's row processing in Python cost
-# more than Postgres itself.
-UPSERT_LOCATIONS_SQL = """
-    INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts, accepts_offers)
-    SELECT driver_id, lat, lon, heading, speed, status, seq, ts, coalesce(offers, false)
+# When a ping counts as seen (ridehail.domain.presence.seen_ms): its own time, capped at the
+# moment the statement runs (Postgres' clock).
+_SEEN = "least({ts}, (extract(epoch from statement_timestamp()) * 1000)::bigint)"
+
+# One statement per batch: arrays in, newest-seq-wins upsert, the number of rows it changed out.
+# A ping only sets the status while the driver holds no ride (matching owns to_pickup/on_trip),
+# and only to available/offline. The batch travels as ONE JSON document (msgspec encodes 10k
+# pings in ~2 ms; Postgres parses it in C) through the session's asyncpg connection, in the same
+# transaction: for 10k-row batches, per-element array encoding and SQLAlchemy's row processing in
+# Python cost more than Postgres itself.
+UPSERT_LOCATIONS_SQL = f"""
+    INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts, accepts_offers,
+                         last_seen_ms)
+    SELECT driver_id, lat, lon, heading, speed, status, seq, ts, coalesce(offers, false), {_SEEN.format(ts="ts")}
     FROM json_to_recordset($1::json) AS p(driver_id varchar, lat float8, lon float8, heading float8,
                                           speed float8, status varchar, seq bigint, ts bigint, offers boolean)
     ON CONFLICT (driver_id) DO UPDATE SET
         lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
         last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
-        accepts_offers = EXCLUDED.accepts_offers,
+        accepts_offers = EXCLUDED.accepts_offers, last_seen_ms = EXCLUDED.last_seen_ms,
         status = CASE WHEN drivers.current_ride_id IS NULL AND EXCLUDED.status IN ('available', 'offline')
                       THEN EXCLUDED.status ELSE drivers.status END
     WHERE drivers.last_seq < EXCLUDED.last_seq
-    RETURNING driver_id, lat, lon, status, current_ride_id, accepts_offers
 """
 
 
@@ -108,42 +135,60 @@ async def raw_connection(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
-async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation]) -> list[DriverRow]:
-    """Write the newest ping per driver (already coalesced) in one statement; returns changed rows."""
+async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation]) -> int:
+    """Write the newest ping per driver (already coalesced) in one statement; returns how many
+    rows it changed (the others were older than what was stored)."""
     if not pings:
-        return []
+        return 0
     conn = await raw_connection(session)
-    rows = await conn.fetch(UPSERT_LOCATIONS_SQL, _json_encoder.encode(pings).decode())
-    return [DriverRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    status = await conn.execute(UPSERT_LOCATIONS_SQL, _json_encoder.encode(pings).decode())
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 
-async def load_drivers(session: AsyncSession) -> list[DriverRow]:
+async def free_drivers_in_cells(session: AsyncSession, cells: Sequence[int], seen_since_ms: int) -> list[FreeDriver]:
+    """Available drivers without a ride, seen since ``seen_since_ms``, in the given grid cells
+    (one scan of the ``ix_drivers_free_cell`` index)."""
+    if not cells:
+        return []
     rows = (
-        await session.execute(text("SELECT driver_id, lat, lon, status, current_ride_id, accepts_offers FROM drivers"))
-    ).all()
-    return [DriverRow(r.driver_id, r.lat, r.lon, r.status, r.current_ride_id, r.accepts_offers) for r in rows]
-
-
-async def driver_position_if_free(session: AsyncSession, driver_id: str) -> tuple[float, float] | None:
-    """The driver's position if it is available and holds no ride (so it may go back into an index)."""
-    row = (
         await session.execute(
-            text("SELECT lat, lon, status, current_ride_id FROM drivers WHERE driver_id = :d"), {"d": driver_id}
+            text(
+                "SELECT driver_id, lat, lon, accepts_offers FROM drivers "
+                "WHERE grid_cell = ANY(:cells) AND status = 'available' AND current_ride_id IS NULL "
+                "AND last_seen_ms >= :seen"
+            ),
+            {"cells": list(cells), "seen": seen_since_ms},
         )
-    ).first()
-    if row is None or row.status != "available" or row.current_ride_id is not None:
-        return None
-    return float(row.lat), float(row.lon)
+    ).all()
+    return [FreeDriver(r.driver_id, r.lat, r.lon, r.accepts_offers) for r in rows]
+
+
+async def load_driver(session: AsyncSession, driver_id: str) -> Any:
+    """One driver's row (position, status, ride, presence), or None."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "SELECT driver_id, lat, lon, heading, speed, status, current_ride_id, accepts_offers, "
+                    "last_seq, last_seen_ms FROM drivers WHERE driver_id = :d"
+                ),
+                {"d": driver_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
 
 
 # The same newest-seq-wins semantics as the batch upsert, one row per statement (the REST ingest
 # edge, on a raw asyncpg connection in autocommit).
-UPSERT_ONE_SQL = """
-INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+UPSERT_ONE_SQL = f"""
+INSERT INTO drivers (driver_id, lat, lon, heading, speed, status, last_seq, last_ts, last_seen_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {_SEEN.format(ts="$8::bigint")})
 ON CONFLICT (driver_id) DO UPDATE SET
     lat = EXCLUDED.lat, lon = EXCLUDED.lon, heading = EXCLUDED.heading, speed = EXCLUDED.speed,
     last_seq = EXCLUDED.last_seq, last_ts = EXCLUDED.last_ts, updated_at = now(),
+    last_seen_ms = EXCLUDED.last_seen_ms,
     status = CASE WHEN drivers.current_ride_id IS NULL AND EXCLUDED.status IN ('available', 'offline')
                   THEN EXCLUDED.status ELSE drivers.status END
 WHERE drivers.last_seq < EXCLUDED.last_seq
@@ -166,3 +211,40 @@ async def upsert_one(conn: Any, ping: DriverLocation, timeout_s: float) -> bool:
         timeout=timeout_s,
     )
     return row is not None
+
+
+async def presence_counts(session: AsyncSession, seen_since_ms: int) -> Any:
+    """How many drivers are known, present, and free and present (candidates)."""
+    return (
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*) AS known, count(*) FILTER (WHERE last_seen_ms >= :seen) AS present, "
+                    "count(*) FILTER (WHERE last_seen_ms >= :seen AND status = 'available' "
+                    "AND current_ride_id IS NULL) AS free FROM drivers"
+                ),
+                {"seen": seen_since_ms},
+            )
+        )
+        .mappings()
+        .one()
+    )
+
+
+async def silent_on_rides(session: AsyncSession, seen_since_ms: int) -> list[Any]:
+    """Drivers that hold a ride (offered, on the way, on the trip) and were not seen since
+    ``seen_since_ms``: ride, driver, ride status, last seen."""
+    return list(
+        (
+            await session.execute(
+                text(
+                    "SELECT r.ride_id, d.driver_id, r.status, d.last_seen_ms FROM drivers d "
+                    "JOIN rides r ON r.ride_id = d.current_ride_id "
+                    "WHERE d.current_ride_id IS NOT NULL AND d.last_seen_ms < :seen AND NOT r.replayed"
+                ),
+                {"seen": seen_since_ms},
+            )
+        )
+        .mappings()
+        .all()
+    )

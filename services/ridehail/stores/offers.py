@@ -15,19 +15,22 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def offer_ride(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> int | None:
-    """``requested`` -> ``offered`` to ``driver_id``; returns the attempt number, None if the ride moved on."""
+async def offer_ride(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> tuple[int, int] | None:
+    """``requested`` -> ``offered`` to ``driver_id``; returns (attempt number, ``offered_at`` in
+    epoch ms rounded up, so a deadline computed from it is never before the true one), None if
+    the ride moved on."""
     row = (
         await session.execute(
             text(
                 "UPDATE rides SET status = 'offered', driver_id = :d, offer_id = :o, offered_at = clock_timestamp(), "
                 "offer_attempts = offer_attempts + 1 "
-                "WHERE ride_id = :r AND status = 'requested' RETURNING offer_attempts"
+                "WHERE ride_id = :r AND status = 'requested' "
+                "RETURNING offer_attempts, ceil(extract(epoch from offered_at) * 1000)::bigint AS offered_ms"
             ),
             {"r": ride_id, "d": driver_id, "o": offer_id},
         )
     ).first()
-    return int(row.offer_attempts) if row is not None else None
+    return (int(row.offer_attempts), int(row.offered_ms)) if row is not None else None
 
 
 async def accept_offer(session: AsyncSession, ride_id: str, driver_id: str, offer_id: str) -> Any:
@@ -69,18 +72,25 @@ async def withdraw_offer(session: AsyncSession, ride_id: str, offer_id: str) -> 
     )
 
 
-async def expired_offers(session: AsyncSession, timeout_s: float, limit: int = 500) -> list[Any]:
-    """Open offers older than ``timeout_s``, locked (rows another instance is handling are skipped)."""
+async def offers_to_withdraw(
+    session: AsyncSession, timeout_s: float, now_ms: int, seen_since_ms: int, limit: int = 500
+) -> list[Any]:
+    """Open offers to withdraw now: made ``timeout_s`` or more before ``now_ms`` (``timed_out``),
+    or to a driver not seen since ``seen_since_ms`` (silent). Locked; rows another instance is
+    handling are skipped."""
     return list(
         (
             await session.execute(
                 text(
-                    "SELECT ride_id, driver_id, offer_id, offer_attempts FROM rides "
-                    "WHERE status = 'offered' AND NOT replayed "
-                    "AND offered_at < clock_timestamp() - make_interval(secs => :s) "
-                    "ORDER BY offered_at LIMIT :n FOR UPDATE SKIP LOCKED"
+                    "SELECT r.ride_id, r.driver_id, r.offer_id, r.offer_attempts, "
+                    "(extract(epoch from r.offered_at) * 1000 + :t * 1000 <= :now) AS timed_out "
+                    "FROM rides r LEFT JOIN drivers d ON d.driver_id = r.driver_id "
+                    "WHERE r.status = 'offered' AND NOT r.replayed "
+                    "AND (extract(epoch from r.offered_at) * 1000 + :t * 1000 <= :now "
+                    "     OR coalesce(d.last_seen_ms, 0) < :seen) "
+                    "ORDER BY r.offered_at LIMIT :n FOR UPDATE OF r SKIP LOCKED"
                 ),
-                {"s": timeout_s, "n": limit},
+                {"t": timeout_s, "now": now_ms, "seen": seen_since_ms, "n": limit},
             )
         )
         .mappings()

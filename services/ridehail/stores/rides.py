@@ -112,19 +112,42 @@ async def set_ride_status(
     return (await session.execute(text(sql), params)).first() is not None
 
 
-async def load_waiting_rides(session: AsyncSession) -> list[Any]:
+async def lock_waiting_rides(session: AsyncSession, limit: int = 1000, ride_id: str | None = None) -> list[Any]:
+    """Rides waiting for a driver (oldest first; only ``ride_id`` if given), locked for this
+    transaction; rides another matching instance is working on are skipped, so instances share
+    the waiting rides without working on the same one twice."""
+    only = "AND ride_id = :r " if ride_id is not None else ""
     return list(
         (
             await session.execute(
                 text(
                     "SELECT ride_id, rider_id, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, "
                     "(extract(epoch from requested_at) * 1000)::bigint AS requested_ms "
-                    "FROM rides WHERE status = 'requested' AND NOT replayed ORDER BY requested_at"
-                )
+                    f"FROM rides WHERE status = 'requested' AND NOT replayed {only}ORDER BY requested_at "
+                    "LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"n": limit, "r": ride_id},
             )
         )
         .mappings()
         .all()
+    )
+
+
+async def waiting_ride_ids(session: AsyncSession, limit: int = 1000) -> list[str]:
+    """Ids of the rides waiting for a driver, oldest first (not locked)."""
+    rows = await session.execute(
+        text("SELECT ride_id FROM rides WHERE status = 'requested' AND NOT replayed ORDER BY requested_at LIMIT :n"),
+        {"n": limit},
+    )
+    return [r.ride_id for r in rows]
+
+
+async def count_waiting_rides(session: AsyncSession) -> int:
+    return int(
+        (
+            await session.execute(text("SELECT count(*) FROM rides WHERE status = 'requested' AND NOT replayed"))
+        ).scalar_one()
     )
 
 

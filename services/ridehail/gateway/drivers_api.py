@@ -8,9 +8,7 @@ Presence comes from Postgres (``drivers.last_seen_ms``, the rule in
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ridehail.common.db import transaction
@@ -18,6 +16,7 @@ from ridehail.domain.errors import NotFound
 from ridehail.domain.events import now_ms
 from ridehail.domain.presence import is_present, shown_status
 from ridehail.gateway.context import Context, LiveViewer, Sessions
+from ridehail.gateway.schemas import DriverIdPath
 from ridehail.stores import drivers
 
 router = APIRouter(prefix="/api/drivers", tags=["drivers"])
@@ -50,9 +49,7 @@ def presence_of(last_seen_ms: int, ttl_s: float) -> tuple[bool, float | None]:
     summary="A driver's position, status and presence",
     responses={404: {"description": "no such driver"}},
 )
-async def get_driver(
-    driver_id: Annotated[str, Path(min_length=1, max_length=64)], _: LiveViewer, ctx: Context, sessions: Sessions
-) -> DriverView:
+async def get_driver(driver_id: DriverIdPath, _: LiveViewer, ctx: Context, sessions: Sessions) -> DriverView:
     async with transaction(sessions) as session:
         row = await drivers.load_driver(session, driver_id)
     if row is None:

@@ -16,6 +16,7 @@ MIN_TRIP_M = 1.0  # pickup and drop-off closer than this count as the same place
 # else is refused with a 422 here, before Postgres could refuse it.
 ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
 RideIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a ride id")]
+DriverIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a driver id")]
 QuoteIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a quote id")]
 
 

@@ -18,7 +18,7 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 @given(
-    seq=st.integers(min_value=0, max_value=2**53),
+    seq=st.integers(min_value=0, max_value=events.MAX_SEQ),
     lat=st.floats(min_value=-90, max_value=90),
     lon=st.floats(min_value=-180, max_value=180),
     heading=st.floats(min_value=0, max_value=359.999),

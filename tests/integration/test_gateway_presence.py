@@ -14,7 +14,7 @@ import pytest
 
 from ridehail.domain.events import LatLon, RideOffered, RideOfferTimedOut, encode, now_ms
 from ridehail.domain.topics import RIDE_EVENT
-from ridehail.gateway.hub import OFFERED, OFFLINE, STATUS_CODES
+from ridehail.gateway.live_state import OFFERED, OFFLINE, STATUS_CODES
 from tests.integration.ws_support import CITY, LiveGateway, frames_until, start_gateway, warm_up
 
 pytestmark = pytest.mark.integration

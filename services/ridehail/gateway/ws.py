@@ -35,7 +35,8 @@ from websockets.exceptions import ConnectionClosed
 from ridehail.common.auth_tokens import InvalidToken, Principal, TokenVerifier
 from ridehail.common.logging import get_logger
 from ridehail.gateway import metrics
-from ridehail.gateway.hub import BBox, Client, Hub
+from ridehail.gateway.hub import Hub
+from ridehail.gateway.live_state import BBox, Client
 from ridehail.gateway.settings import GatewaySettings
 from ridehail.gateway.tickets import TicketStore
 

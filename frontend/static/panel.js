@@ -166,9 +166,19 @@
       fetch('/api/rides/' + encodeURIComponent(rideId), { headers: { Authorization: 'Bearer ' + state.token } })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (j) {
+          // While it waits (requested, or offered to a car: a declined or timed-out offer sends the
+          // rider no event), the REST answer is the truth; later the live events are.
           if (j && state.ride && state.ride.ride_id === rideId && j.status && j.status !== state.ride.status &&
-              state.ride.status === 'requested') {
-            updateRide(String(j.status), j.driver_id ? String(j.driver_id) : null);
+              (state.ride.status === 'requested' || state.ride.status === 'offered')) {
+            if (j.status === 'requested') {
+              var offeredTo = state.ride.driver_id;
+              state.ride.status = 'requested';
+              state.ride.driver_id = null;
+              if (offeredTo) deps.cars.restyle(offeredTo);
+              showRide();
+            } else {
+              updateRide(String(j.status), j.driver_id ? String(j.driver_id) : null);
+            }
           }
         }).catch(function () {})
         .then(function () {

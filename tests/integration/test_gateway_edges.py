@@ -73,7 +73,12 @@ async def test_every_route_refuses_a_body_over_the_limit(edge: Edge, method: str
     async with httpx.AsyncClient(base_url=edge.url) as client:
         declared = await client.request(method, path, content=big, headers={"Content-Type": "application/json"})
         assert declared.status_code == 413, declared.text
-        assert "larger than" in declared.json()["detail"]
+        if path == "/auth/token":  # the OAuth endpoints answer in RFC 6749 form, through the proxy too
+            assert declared.json()["error"] == "invalid_request"
+            assert "larger than" in declared.json()["error_description"]
+            assert declared.headers["cache-control"] == "no-store"
+        else:
+            assert "larger than" in declared.json()["detail"]
 
         async def chunks() -> AsyncIterator[bytes]:
             for i in range(0, len(big), 512):

@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ridehail.auth.oauth_routes import OAUTH_PATHS, build_metadata_router, build_oauth_router
+from ridehail.auth.oauth_routes import build_metadata_router, build_oauth_router
 from ridehail.auth.routes import build_router
 from ridehail.auth.settings import AuthSettings
 from ridehail.auth.state import AuthState
+from ridehail.common.auth_tokens import OAUTH_PATHS
 from ridehail.common.bodylimit import BodySizeLimit
 from ridehail.common.db import make_engine, make_sessionmaker, ping, wait_for_database
 from ridehail.common.health import health_router

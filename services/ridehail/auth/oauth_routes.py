@@ -20,13 +20,10 @@ from ridehail.auth.oauth_form import client_id, printable, read_form, refuse_cli
 from ridehail.auth.schemas import ServerMetadata, TokenPair
 from ridehail.auth.sessions import Pair
 from ridehail.auth.tokens import ANONYMOUS_CLIENT
-from ridehail.common.auth_tokens import ISSUER, MAX_TOKEN_CHARS, InvalidToken
+from ridehail.common.auth_tokens import ISSUER, MAX_TOKEN_CHARS, REVOKE_PATH, TOKEN_PATH, InvalidToken
 
 GRANT_TYPES = ("password", "refresh_token")
-TOKEN_PATH = "/auth/token"
-REVOKE_PATH = "/auth/revoke"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
-OAUTH_PATHS = frozenset({TOKEN_PATH, REVOKE_PATH})
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
 NOT_CACHED = {

@@ -41,6 +41,11 @@ from ridehail.common.logging import get_logger
 log = get_logger(__name__)
 
 ISSUER = "ridehail-auth"
+# The OAuth 2.0 endpoints (RFC 6749 token, RFC 7009 revocation): every edge that takes their bodies
+# (auth itself, the gateway's proxy) answers errors there in RFC 6749 form.
+TOKEN_PATH = "/auth/token"
+REVOKE_PATH = "/auth/revoke"
+OAUTH_PATHS = frozenset({TOKEN_PATH, REVOKE_PATH})
 AUDIENCE = "ridehail"
 ROLES = frozenset({"rider", "driver", "admin", "viewer"})
 TOKEN_TYPES = frozenset({"access", "refresh"})

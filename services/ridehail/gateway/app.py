@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from ridehail.common.auth_tokens import OAUTH_PATHS
 from ridehail.common.bodylimit import BodySizeLimit
 from ridehail.common.db import ping
 from ridehail.common.health import health_router
@@ -90,7 +91,9 @@ def create_app(ctx: GatewayContext) -> FastAPI:
 
     app = FastAPI(title="ridehail gateway", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.state.ctx = ctx
-    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.gateway_max_body_bytes, read_ahead=True)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=ctx.settings.gateway_max_body_bytes, read_ahead=True, oauth_paths=OAUTH_PATHS
+    )
     app.add_middleware(SecurityHeaders, html_sources={"/api/docs": {"script": DOCS_CDN, "style": DOCS_CDN}})
 
     async def readiness() -> dict[str, bool]:

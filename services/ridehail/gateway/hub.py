@@ -344,5 +344,7 @@ class Hub:
         stale = [i for i, c in self.cars.items() if now - c.seen > self.car_ttl_s]
         for i in stale:
             del self.cars[i]
+        # rides and offers of cars no longer on the map go too (forged events cannot grow them forever)
         self._offer_of_driver = {d: r for d, r in self._offer_of_driver.items() if d in self.cars}
+        self._ride_of_driver = {d: r for d, r in self._ride_of_driver.items() if d in self.cars}
         metrics.CARS.set(len(self.cars))

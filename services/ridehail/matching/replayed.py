@@ -6,7 +6,7 @@ events (``ride.offered``, ``ride.offer_timed_out``, ``ride.assigned``, ``ride.ex
 replayed with the header too) are applied as recorded, with their driver claims, to rides a
 replay created only: the header on a decision about a live ride is refused (dead-lettered). Applying one is
 idempotent (its event id is recorded in the ride's history; a seen id is skipped), and does not
-depend on what this process's driver index would have chosen, so a replay ends in the recorded
+depend on what matching would choose today, so a replay ends in the recorded
 state at any speed.
 """
 

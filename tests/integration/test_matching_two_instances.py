@@ -121,8 +121,12 @@ async def test_two_instances_in_one_group_never_double_assign(
         stats = [await matching_stats(p) for p in ports]
         assert all(s is not None for s in stats)
         assert sum(s["assigned"] for s in stats) == DRIVERS  # type: ignore[index]
-        # both raced for drivers: each either won some claims or lost some to the other instance
-        assert all(s["assigned"] + s["claim_conflicts"] > 0 for s in stats), stats  # type: ignore[index]
+        if mode == "greedy":
+            # greedy takes one waiting ride per transaction, so both instances work at once and race
+            # for the same drivers: each either won some claims or lost some to the other instance
+            assert all(s["assigned"] + s["claim_conflicts"] > 0 for s in stats), stats  # type: ignore[index]
+        # batched: a round locks every waiting ride it sees (FOR UPDATE SKIP LOCKED), so one
+        # instance's round may take all of them and the other find none: not a race to require
     finally:
         collector.stop()
         for p in procs:

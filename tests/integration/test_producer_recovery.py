@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 
@@ -136,6 +137,48 @@ def test_replacing_the_client_reports_every_message_it_held(broker: str) -> None
     assert set(reports) == set(sent), f"{len(set(sent) - set(reports))} messages got no delivery report"
     assert max(reports.values()) == 1
     assert _read_values(broker, topic, 3, set(sent)) == set(sent)
+
+
+def test_a_produce_waiting_while_the_client_is_replaced_goes_to_the_new_client(broker: str) -> None:
+    """Producing from one thread while another replaces the client again and again: a produce call
+    that waited for the replacement must not land on the old client (nobody polls it any more, so
+    its message would never report): every message ends with exactly one delivery report."""
+    topic = f"test.replace-race.{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, [TopicSpec(topic, 3, "k", "replacement race test")])
+    producer = EventProducer(broker, f"test-race-{uuid.uuid4().hex[:6]}", **{"linger.ms": 20})
+    reports: dict[bytes, int] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def report(err: object, msg: object) -> None:
+        with lock:
+            value = msg.value()  # type: ignore[attr-defined]
+            reports[value] = reports.get(value, 0) + 1
+            if err is not None:
+                errors.append(str(err))
+
+    sent = [f"r{i}".encode() for i in range(30_000)]
+    done = threading.Event()
+
+    def load() -> None:
+        for value in sent:
+            producer.produce(topic, value, key=value[-1:], on_delivery=report)
+        done.set()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    replacements = 0
+    while not done.is_set() and replacements < 30:
+        producer._recreate(producer._producer, "test: replaced under load")
+        replacements += 1
+        time.sleep(0.02)
+    loader.join(120)
+    assert replacements >= 3, "the load finished before the client was replaced a few times"
+    assert producer.close(60) == 0
+    assert errors == []
+    missing = set(sent) - set(reports)
+    assert not missing, f"{len(missing)} messages got no delivery report after {replacements} replacements"
+    assert max(reports.values()) == 1
 
 
 def _read_values(bootstrap: str, topic: str, partitions: int, wanted: set[bytes], timeout_s: float = 60) -> set[bytes]:

@@ -8,7 +8,6 @@ import time
 from ridehail.domain.events import DriverLocation, LatLon, RideAssigned, RideOffered, encode
 from ridehail.gateway.hub import Hub
 
-
 A, B = LatLon(57.70, 11.97), LatLon(57.71, 11.99)
 
 

@@ -250,15 +250,18 @@ class EventProducer:
     ) -> None:
         callback = on_delivery or self._default_report
         while True:
-            producer = self._producer
-            try:
-                with self._lock:  # never onto a client that is being replaced
+            # The client is read under the lock: a produce that waited while the client was replaced
+            # goes to the new one (the old one is polled by nobody: a message there would vanish
+            # without a delivery report; a fault test on the cluster lost one that way).
+            with self._lock:
+                producer = self._producer
+                try:
                     self._produce_now(producer, topic, value, key, headers, callback, timestamp_ms)
-                return
-            except KafkaException as exc:
-                if not self._is_fatal(exc):
-                    raise
-                self._recreate(producer, "fatal error")  # then produce on the new client
+                    return
+                except KafkaException as exc:
+                    if not self._is_fatal(exc):
+                        raise
+            self._recreate(producer, "fatal error")  # then produce on the new client
 
     def _default_report(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -49,7 +49,9 @@ class MatchingSettings(CommonSettings):
         ge=3000,
         le=60_000,
         description="Consumer session timeout: a dead instance's partitions move to the others after this "
-        "(plus a rebalance of about half of it).",
+        "(plus a rebalance of about half of it). Apache Kafka refuses one below its "
+        "group.min.session.timeout.ms (6000 by default; ridehail's local cluster and compose set 1000): "
+        "against such a broker set 6000 or more.",
     )
     matching_location_batch_max: int = Field(
         default=20_000, ge=1, le=100_000, description="Location consumer: most pings per batch."

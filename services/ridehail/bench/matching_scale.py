@@ -207,7 +207,7 @@ async def _assign(bootstrap: str, database_url: str, ports: list[int], cfg: Scal
         async def one(i: int) -> str:
             pickup = LatLon(float(pickups[i, 0]), float(pickups[i, 1]))
             dropoff = LatLon(float(dropoffs[i, 0]), float(dropoffs[i, 1]))
-            ride_id = await create_ride(sessions, f"bench-rider-{i % 50}", pickup, dropoff)
+            ride_id = await create_ride(sessions, f"bench-rider-{i}", pickup, dropoff)  # one active ride each
             committed[ride_id] = time.time()
             return ride_id
 

@@ -55,6 +55,7 @@ def test_bench_writes_its_documented_keys(name: str, tmp_path: Path) -> None:
     for key in keys:
         assert key in data, f"bench {name} wrote no {key}"
         assert isinstance(data[key], int | float), f"{key} = {data[key]!r}"
+        assert data[key] == data[key], f"{key} is NaN (nothing measured)"
 
 
 @pytest.mark.parametrize(

@@ -104,14 +104,14 @@ async def bench_assign(
             server = make_server(app, "127.0.0.1", api_port)
             tasks = [asyncio.create_task(server.serve()), asyncio.create_task(relay.run(stop))]
             await wait_until(lambda: server.started, 10)
-            token = signer.token("bench-rider")
             accepted: dict[str, float] = {}
             posted: dict[str, float] = {}
             errors = 0
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
-            ) as client:
-                n = int(rps * seconds)
+            error_statuses: dict[str, int] = {}
+            n = int(rps * seconds)
+            # one rider per request: a rider holds one active ride at a time, under a request rate limit
+            tokens = [signer.token(f"bench-rider-{i}") for i in range(n + WARMUP_REQUESTS)]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
                 pickups = random_points(rng, n + WARMUP_REQUESTS)
                 dropoffs = random_points(rng, n + WARMUP_REQUESTS)
 
@@ -122,9 +122,10 @@ async def bench_assign(
                         "dropoff": {"lat": float(dropoffs[i, 0]), "lon": float(dropoffs[i, 1])},
                     }
                     t0 = time.time()
-                    r = await client.post("/api/rides", json=body)
+                    r = await client.post("/api/rides", json=body, headers={"Authorization": f"Bearer {tokens[i]}"})
                     if r.status_code != 202:
                         errors += 1
+                        error_statuses[str(r.status_code)] = error_statuses.get(str(r.status_code), 0) + 1
                         return
                     ride_id = r.json()["ride_id"]
                     posted[ride_id] = t0
@@ -184,6 +185,7 @@ async def bench_assign(
             "assign_from_post_p99_ms": round(percentile(from_post, 99), 1),
             "assign_requests": len(accepted),
             "assign_request_errors": errors,
+            "assign_request_error_statuses": error_statuses,
             "assign_requests_per_s": rps,
             "assign_drivers": drivers,
             "assign_expired": expired,

@@ -8,7 +8,7 @@ R=.venv/bin/ridehail
 mkdir -p docs/bench
 echo "load before: $(uptime)"
 $R bench simulator --drivers 10000 --seconds 20 --json docs/bench/simulator.json
-$R bench matching --instances 1,2,4 --json docs/bench/matching.json  # the scale phase needs root (cgroup CPU quotas)
+$R bench matching --instances 1,2,4 --cpu-quota 0.15 --json docs/bench/matching.json  # the scale phase needs root (cgroup CPU quotas)
 $R bench offers --json docs/bench/offers.json
 $R bench auth --json docs/bench/auth.json
 $R bench gateway --drivers 10000 --clients 100 --json docs/bench/gateway.json

@@ -10,6 +10,20 @@ import typer
 
 from ridehail.bench.experiments import commands as experiments
 
+ADMIN_URL_OPTION = typer.Option(
+    None,
+    "--admin-url",
+    help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
+    "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
+)
+
+
+def print_result(result: object, json_path: Path | None) -> None:
+    """The results as JSON on stdout, and where the file went."""
+    typer.echo(json.dumps(result, indent=2))
+    if json_path:
+        typer.echo(f"written to {json_path}")
+
 
 def register(bench: typer.Typer) -> None:
     experiments.register(bench)
@@ -53,12 +67,7 @@ def register(bench: typer.Typer) -> None:
     @bench.command("matching")
     def bench_matching(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str | None = typer.Option(
-            None,
-            "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
-            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
-        ),
+        admin_url: str | None = ADMIN_URL_OPTION,
         ingest_drivers: int = typer.Option(10_000, help="Drivers in the ingest phase."),
         ingest_rate: float = typer.Option(60_000, help="Offered pings per second in the ingest phase."),
         ingest_seconds: float = typer.Option(10.0, help="Length of the ingest phase."),
@@ -116,19 +125,12 @@ def register(bench: typer.Typer) -> None:
         except CpuQuotaUnavailable as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(json.dumps(result, indent=2))
-        if json_path:
-            typer.echo(f"written to {json_path}")
+        print_result(result, json_path)
 
     @bench.command("offers")
     def bench_offers(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str | None = typer.Option(
-            None,
-            "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
-            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
-        ),
+        admin_url: str | None = ADMIN_URL_OPTION,
         drivers: int = typer.Option(300, help="Simulated drivers (answering offers)."),
         requests: int = typer.Option(150, help="Ride requests."),
         rps: float = typer.Option(5.0, help="Ride requests per second."),
@@ -150,19 +152,12 @@ def register(bench: typer.Typer) -> None:
             accept_probability=accept_probability,
             offer_timeout_s=offer_timeout_s,
         )
-        typer.echo(json.dumps(result, indent=2))
-        if json_path:
-            typer.echo(f"written to {json_path}")
+        print_result(result, json_path)
 
     @bench.command("pricing")
     def bench_pricing(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        admin_url: str | None = typer.Option(
-            None,
-            "--admin-url",
-            help="Postgres where a throw-away database may be created (dropped afterwards). Default: "
-            "SCRATCH_POSTGRES_URL, RIDEHAIL_DATABASE_URL's server, 127.0.0.1:5432, else a throw-away local server.",
-        ),
+        admin_url: str | None = ADMIN_URL_OPTION,
         drivers: int = typer.Option(10_000, help="Drivers sending pings in the consume phase."),
         pings_per_driver: int = typer.Option(20, help="Pings per driver in the consume phase."),
         requests: int = typer.Option(5_000, help="Ride requests in the consume phase."),
@@ -186,9 +181,7 @@ def register(bench: typer.Typer) -> None:
             seconds=seconds,
             phases=tuple(phase),
         )
-        typer.echo(json.dumps(result, indent=2))
-        if json_path:
-            typer.echo(f"written to {json_path}")
+        print_result(result, json_path)
 
     @bench.command("simulator")
     def bench_simulator(
@@ -209,9 +202,7 @@ def register(bench: typer.Typer) -> None:
 
         configure_logging("WARNING")
         result = run_bench(drivers, seconds, json_path, bootstrap, interval, warmup, seed)
-        typer.echo(json.dumps(result, indent=2))
-        if json_path:
-            typer.echo(f"written to {json_path}")
+        print_result(result, json_path)
 
     @bench.command("replay")
     def bench_replay(

@@ -127,6 +127,46 @@ def register(bench: typer.Typer) -> None:
             raise typer.Exit(2) from None
         print_result(result, json_path)
 
+    @bench.command("scale")
+    def bench_scale(
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str | None = ADMIN_URL_OPTION,
+        instances: str = typer.Option("1,2,4", help="Matching instance counts in one consumer group."),
+        repeats: int = typer.Option(5, min=1, help="Runs of every count, interleaved."),
+        cpu_quota: float = typer.Option(0.15, min=0.0, help="CPU cores per instance (cgroup quota; 0: none)."),
+        drivers: int = typer.Option(20_000, min=1, help="Drivers in the backlog."),
+        rounds: int = typer.Option(5, min=1, help="Pings per driver in the backlog."),
+        fleet: int = typer.Option(1000, min=1, help="Parked drivers pinging every second (steady load)."),
+        requests: int = typer.Option(60, min=1, help="Measured ride requests per run."),
+        rps: float = typer.Option(10.0, min=0.1, help="Ride requests per second."),
+    ) -> None:
+        """Claim (3): 1, 2, 4 matching instances under the same CPU budget each, repeated and interleaved:
+        throughput, consumer lag, assignment latency and mean pickup ETA."""
+        from ridehail.bench.cpu_quota import CpuQuotaUnavailable, check_cpu_quota
+        from ridehail.bench.experiments.scale_study import run_scale_study
+        from ridehail.bench.matching_scale import ScaleConfig
+        from ridehail.common.logging import configure_logging
+
+        configure_logging("WARNING")
+        try:
+            counts = tuple(int(x) for x in instances.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"--instances wants counts like 1,2,4, not {instances!r}") from None
+        if not counts or min(counts) < 1:
+            raise typer.BadParameter("--instances wants counts of at least 1")
+        cfg = ScaleConfig(counts, cpu_quota, drivers, rounds, fleet, requests, rps)
+        try:
+            if cpu_quota > 0:
+                check_cpu_quota()
+            result = run_scale_study(admin_url, cfg, repeats)
+        except (CpuQuotaUnavailable, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result, indent=2) + "\n")
+        print_result(result["summary"], json_path)
+
     @bench.command("offers")
     def bench_offers(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),

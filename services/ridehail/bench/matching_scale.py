@@ -190,7 +190,17 @@ async def _assign(bootstrap: str, database_url: str, ports: list[int], cfg: Scal
                 )
             await asyncio.sleep(1.0)
 
+    lag_max = 0
+
+    async def sample_lag() -> None:
+        nonlocal lag_max
+        while pinging:
+            stats = [await matching_stats(p) for p in ports]
+            lag_max = max(lag_max, sum(int(s.get("consumer_lag", 0)) for s in stats if s))
+            await asyncio.sleep(0.5)
+
     pinger = asyncio.create_task(ping_fleet())
+    lagger = asyncio.create_task(sample_lag())
     engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
     committed: dict[str, float] = {}
@@ -223,6 +233,7 @@ async def _assign(bootstrap: str, database_url: str, ports: list[int], cfg: Scal
     finally:
         pinging = False
         await pinger
+        await lagger
         producer.close()
         collector.stop()
         await engine.dispose()
@@ -236,6 +247,7 @@ async def _assign(bootstrap: str, database_url: str, ports: list[int], cfg: Scal
         "assigned": len(etas),
         "expired": sum(1 for r in measured if r in seen and r not in eta),
         "double_assigned": double,
+        "consumer_lag_max": lag_max,  # all instances' lag summed, sampled every 0.5 s under steady load
         "lost": sum(1 for r in [*warmup, *measured] if r not in seen),
     }
 
@@ -249,7 +261,7 @@ async def _double_booked_rows(db: asyncpg.Connection) -> int:
     )
 
 
-async def _one_count(
+async def one_count(
     bootstrap: str, database_url: str, n: int, groups: list[CpuGroup] | None, cfg: ScaleConfig, work: Path
 ) -> dict[str, Any]:
     ports = [free_port() for _ in range(n)]
@@ -265,22 +277,32 @@ async def _one_count(
             matching_eta_model="auto",
             matching_session_timeout_ms="10000",  # no rebalance while frozen for the backlog
         )
-        if groups:
-            groups[i].add(proc.pid)
         procs.append(proc)
     db = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    spawned = time.monotonic()
     try:
         if not await wait_until(lambda: _balanced(ports), 300):
             raise RuntimeError(f"{n} matching instances did not share the partitions within 300 s")
-        entry: dict[str, Any] = {"instances": n}
+        # under the budget once started and balanced: Python's start-up at 0.15 core takes ~20 s,
+        # which is not the work being compared
+        for group, proc in zip(groups or [], procs, strict=False):
+            group.add(proc.pid)
+        entry: dict[str, Any] = {"instances": n, "start_and_balance_s": round(time.monotonic() - spawned, 1)}
+        phase = time.monotonic()
         entry.update(await _ingest(bootstrap, db, procs, cfg))
+        entry["ingest_phase_s"] = round(time.monotonic() - phase, 1)
+        phase = time.monotonic()
         entry.update(await _assign(bootstrap, database_url, ports, cfg))
+        entry["assign_phase_s"] = round(time.monotonic() - phase, 1)
         entry["double_assigned"] += await _double_booked_rows(db)
         if groups:
             entry["cpu_throttled"] = [g.throttled() for g in groups]
         return entry
     finally:
         await db.close()
+        for p in procs:  # all at once: each takes a few seconds to leave the group
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             stop_group(p)
 
@@ -292,9 +314,9 @@ def run_scale(admin_url: str | None, cfg: ScaleConfig, work: Path) -> dict[str, 
         with private_broker() as bootstrap, temporary_database(admin_url) as url:
             if cfg.cpu_quota > 0:
                 with cpu_groups(n, cfg.cpu_quota, "ridehail-bench-matching") as groups:
-                    scale.append(asyncio.run(_one_count(bootstrap, url, n, groups, cfg, work)))
+                    scale.append(asyncio.run(one_count(bootstrap, url, n, groups, cfg, work)))
             else:
-                scale.append(asyncio.run(_one_count(bootstrap, url, n, None, cfg, work)))
+                scale.append(asyncio.run(one_count(bootstrap, url, n, None, cfg, work)))
     base = scale[0]
     versus = {
         str(e["instances"]): {

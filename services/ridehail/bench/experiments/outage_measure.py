@@ -3,9 +3,9 @@
 * :func:`accounting`: per arm, the exact sets: produced ids, acknowledged ids, stored ids;
   ``produced = persisted + lost`` and ``lost = acknowledged_but_lost + lost_caller_told``.
 * :func:`freshness`: pings carry unique ids ``prefix + k``; ping ``k`` is a position of logical
-  driver ``k % drivers``. At each tick after the component returns, a driver's position age is
-  ``tick - made`` of the newest ping of that driver already stored; freshness is recovered at the
-  first tick whose p99 over drivers is below ``threshold_s``.
+  driver ``k % drivers``. At each tick from the outage's start to the end of the load, a driver's
+  position age is ``tick - made`` of the newest ping of that driver already stored; freshness is
+  recovered at the first tick after the return whose p99 over drivers is below ``threshold_s``.
 * :func:`catch_up_s`: how long after the return the last ping made before the return reached Postgres.
 """
 
@@ -60,8 +60,11 @@ def freshness(
     end_ms: float,
     threshold_s: float = 3.0,
     tick_s: float = 0.25,
+    start_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Position age over logical drivers at each tick in ``[return_ms, end_ms]`` (see module doc)."""
+    """Position age over logical drivers at each tick in ``[start_ms, end_ms]`` (``start_ms``: the
+    outage's start, default the return); see the module doc. ``stale_s``: ticks with the p99 at or
+    above the threshold, in seconds; ``last_stale_s``: the last such tick, from ``start_ms``."""
     if drivers < 1:
         raise ValueError("drivers must be >= 1")
     order = sorted(stored, key=lambda p: p.stored_ms)
@@ -71,7 +74,10 @@ def freshness(
     p99s: list[float | None] = []
     recovered: float | None = None
     at_return: float | None = None
-    t = return_ms
+    stale = 0
+    last_stale: float | None = None
+    origin = return_ms if start_ms is None else min(start_ms, return_ms)
+    t = origin
     while t <= end_ms + 1e-6:
         while i < len(order) and order[i].stored_ms <= t:
             d = order[i].k % drivers
@@ -79,12 +85,16 @@ def freshness(
             i += 1
         p99 = _p99((t - newest) / 1000.0)
         value = None if math.isinf(p99) else round(p99, 3)
-        if at_return is None:
-            at_return = value if value is not None else math.inf
-        ticks.append(round((t - return_ms) / 1000.0, 3))
+        if value is None or value >= threshold_s:
+            stale += 1
+            last_stale = round((t - origin) / 1000.0, 3)
+        ticks.append(round((t - origin) / 1000.0, 3))
         p99s.append(value)
-        if recovered is None and value is not None and value < threshold_s:
-            recovered = round((t - return_ms) / 1000.0, 3)
+        if t >= return_ms:
+            if at_return is None:
+                at_return = value if value is not None else math.inf
+            if recovered is None and value is not None and value < threshold_s:
+                recovered = round((t - return_ms) / 1000.0, 3)
         t += tick_s * 1000.0
     return {
         "threshold_s": threshold_s,
@@ -93,7 +103,10 @@ def freshness(
         "recovered_after_s": recovered,  # None: not within the window below
         "window_s": round((end_ms - return_ms) / 1000.0, 2),
         "p99_age_at_return_s": None if at_return is None or math.isinf(at_return) else at_return,
-        "p99_age_s": {"t": ticks[::4], "p99": p99s[::4]},  # one tick per second for the record
+        "stale_s": round(stale * tick_s, 2),
+        "last_stale_s": last_stale,
+        # one tick per second for the record, t from the window's start
+        "p99_age_s": {"t": ticks[:: max(1, round(1 / tick_s))], "p99": p99s[:: max(1, round(1 / tick_s))]},
     }
 
 

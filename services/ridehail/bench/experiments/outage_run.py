@@ -196,15 +196,17 @@ async def run_once(
     component = _component(env, scenario)
     before = await asyncio.to_thread(_leaders, env) if scenario not in ("consumer", "postgres") else None
     outage_start = time.monotonic() - t0
+    start_ms = time.time() * 1000
     await asyncio.to_thread(component.stop)
     during = None
-    if before is not None:
-        await asyncio.sleep(min(4.0, cfg.outage_s / 2))
+    if before is not None:  # leaders move once the controller fenced the dead node (~9 s session timeout)
+        await asyncio.sleep(max(0.0, cfg.outage_s - 1.5 - (time.monotonic() - t0 - outage_start)))
         during = await asyncio.to_thread(_leaders, env)
     await asyncio.sleep(max(0.0, cfg.outage_s - (time.monotonic() - t0 - outage_start)))
-    await asyncio.to_thread(component.resume)
     outage_end = time.monotonic() - t0
-    return_ms = time.time() * 1000
+    return_ms = time.time() * 1000  # the component is started again now; for a node: its JVM starts
+    await asyncio.to_thread(getattr(component, "start_again", component.resume))
+    back_after_s = time.monotonic() - t0 - outage_end
     await asyncio.sleep(cfg.post_s)
     stop_load.set()
     await asyncio.gather(*pacers)
@@ -246,7 +248,9 @@ async def run_once(
                 "no_accept_s": round(rec.longest_no_accept_s, 2),
                 "backlog_peak": max(timeline[a]["backlog"], default=0),
                 "catch_up_s": catch_up_s(stored, return_ms),
-                "freshness": freshness(stored, cfg.drivers, return_ms, load_end_ms, cfg.freshness_threshold_s),
+                "freshness": freshness(
+                    stored, cfg.drivers, return_ms, load_end_ms, cfg.freshness_threshold_s, start_ms=start_ms
+                ),
                 "timeline": timeline[a],
             }
         )
@@ -260,7 +264,8 @@ async def run_once(
         "tag": tag,
         "fault": info or None,
         "outage_start_s": round(outage_start, 2),
-        "outage_end_s": round(outage_end, 2),
+        "outage_end_s": round(outage_end, 2),  # when the component was started again
+        "resume_returned_after_s": round(back_after_s, 2),  # pg_ctl start / matching ready / node started
         "load_end_s": round(load_end, 2),
         "settled_s": round(time.monotonic() - t0, 2),
         "paths": results,

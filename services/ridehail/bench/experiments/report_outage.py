@@ -22,7 +22,7 @@ def _med(s: dict[str, Any]) -> str:
 
 
 def outage_table(result: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=200)
     cfg = result["config"]
     t = Table(
         title=f"bench outage: {cfg['outage_s']:g} s outages, {cfg['rate_per_arm_per_s']:g} pings/s per arm, "

@@ -45,9 +45,12 @@ def _steady(drivers: int, start_ms: float, end_ms: float, delay_ms: float, k0: i
 def test_freshness_recovers_at_once_when_new_pings_arrive_right_after_return() -> None:
     # pings before 10 s stored on time, none made during 10-30 s, new ones from 30 s stored after 100 ms
     pings = _steady(20, 0, 10_000, 100) + _steady(20, 30_000, 40_000, 100, k0=1000)
-    out = freshness(pings, 20, return_ms=30_000, end_ms=40_000, threshold_s=3.0)
+    out = freshness(pings, 20, return_ms=30_000, end_ms=40_000, threshold_s=3.0, start_ms=10_000)
     assert out["p99_age_at_return_s"] == pytest.approx(21.0, abs=0.01)  # the newest is from 9 s
     assert out["recovered_after_s"] == pytest.approx(0.25)  # first tick after the 30.1 s rows
+    # stale from 12 s (the 9 s pings are 3 s old) to 30 s: ticks 12.0 ... 30.0
+    assert out["last_stale_s"] == pytest.approx(20.0) and out["stale_s"] == pytest.approx(18.25)
+    assert out["p99_age_s"]["t"][:3] == [0.0, 1.0, 2.0]
     assert out["logical_drivers"] == 20 and out["threshold_s"] == 3.0
 
 
@@ -75,7 +78,7 @@ def test_catch_up_is_the_last_pre_return_ping_landing() -> None:
     assert catch_up_s([StoredPing(0, 31_000, 31_100)], 30_000) is None
 
 
-def test_arms_every_path_at_every_budget_and_acks_at_the_middle_one() -> None:
+def test_arms_every_path_at_every_budget_and_the_other_acks_levels_at_one() -> None:
     arms = build_arms(("kafka", "rest"), (5.0, 15.0, 60.0), ("0", "1", "all"), 15.0)
     assert [a.name for a in arms] == [
         "kafka acks=all budget=5s",

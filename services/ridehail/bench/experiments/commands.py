@@ -56,8 +56,8 @@ def register(bench: typer.Typer) -> None:
     def bench_outage(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
         plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (loss and freshness vs budget, acks) here."),
-        outage_seconds: float = typer.Option(20.0, "--outage-seconds", help="How long each component stays down."),
-        rate: float = typer.Option(50.0, "--rate", help="Pings per second offered on each arm (path x budget x acks)."),
+        outage_seconds: float = typer.Option(12.0, "--outage-seconds", help="How long each component stays down."),
+        rate: float = typer.Option(40.0, "--rate", help="Pings per second offered on each arm (path x budget x acks)."),
         scenarios: str = typer.Option(
             None,
             "--scenarios",
@@ -74,9 +74,9 @@ def register(bench: typer.Typer) -> None:
             "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to load at once."
         ),
         budgets: str = typer.Option(
-            "5,15,60", "--budgets", help="Retry budgets, s: REST gives a ping up at this age; Kafka message.timeout.ms."
+            "3,8,30", "--budgets", help="Retry budgets, s: REST gives a ping up at this age; Kafka message.timeout.ms."
         ),
-        acks: str = typer.Option("0,1,all", "--acks", help="kafka path acks levels (0, 1: middle budget)."),
+        acks: str = typer.Option("0,1,all", "--acks", help="kafka path acks levels (0, 1: longest budget)."),
         repeats: int = typer.Option(5, "--repeats", help="Runs of every scenario (interleaved order)."),
     ) -> None:
         """Stop Postgres, matching or a broker under load: loss vs retry budget, freshness, answers, acks."""

@@ -152,20 +152,18 @@ async def run_once(
     prefixes = {a: f"{tag}{a.code}-" for a in arms}
     makers = {a: PingMaker(prefixes[a], cfg.drivers, unique=True) for a in arms}
     recs = {a: PathRecorder(window_start=0.0, keep_tags=True) for a in arms}
-    expected = int(cfg.rate * (cfg.pre_s + cfg.outage_s + cfg.post_s + 15.0))  # + the repair of a cluster fault
+    expected = int(cfg.rate * (cfg.pre_s + cfg.outage_s + cfg.post_s + 30.0))  # + a restart's time (matching)
     rest_makers = [makers[a] for a in arms if a.path != "kafka"]
     tokens = await asyncio.to_thread(_presign, env, rest_makers, expected)
     loads: dict[Arm, ArmLoad] = {a: _make_load(env, a, makers[a], recs[a], cfg, tag, tokens) for a in arms}
     produced = dict.fromkeys(arms, 0)
 
-    def emitter(a: Arm) -> Any:
-        emit = loads[a].emit
+    emits = [(a, loads[a].emit) for a in arms]
 
-        def run(k: int, due: float) -> None:
+    def emit_all(k: int, due: float) -> None:  # one pacer for every arm: ping k is due on all at once
+        for a, emit in emits:
             produced[a] += 1
             emit(k, due)
-
-        return run
 
     def gone(a: Arm) -> int:
         return sum(recs[a].count(k) for k in GONE)
@@ -191,7 +189,7 @@ async def run_once(
 
     monitor_task = asyncio.create_task(monitor())
     stop_load = asyncio.Event()
-    pacers = [asyncio.create_task(paced(cfg.rate, emitter(a), stop_load)) for a in arms]
+    pacers = [asyncio.create_task(paced(cfg.rate, emit_all, stop_load))]
     await asyncio.sleep(cfg.pre_s)
     component = _component(env, scenario)
     before = await asyncio.to_thread(_leaders, env) if scenario not in ("consumer", "postgres") else None

@@ -5,6 +5,7 @@ backlog, catch-up and freshness, measured from the rows in Postgres (see :mod:`.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,7 @@ async def run_once(
         return sum(recs[a].count(k) for k in GONE)
 
     rows = ArmRows(env.postgres.dsn, tag)
+    cpu0 = os.times()
     timeline: dict[Arm, dict[str, list[Any]]] = {a: {"t": [], "persisted": [], "backlog": []} for a in arms}
     persisted = dict.fromkeys(arms, 0)
     t0 = time.monotonic()
@@ -210,6 +212,8 @@ async def run_once(
     await asyncio.gather(*pacers)
     load_end = time.monotonic() - t0
     load_end_ms = time.time() * 1000
+    cpu1 = os.times()
+    client_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(1e-9, cpu1.elapsed - cpu0.elapsed)
     await asyncio.gather(*(loads[a].finish(a.budget_s + 5.0) for a in arms))
     # settled: every ping in Postgres or given up, or the row count unchanged for quiet_s
     deadline = time.monotonic() + cfg.settle_timeout_s
@@ -266,5 +270,8 @@ async def run_once(
         "resume_returned_after_s": round(back_after_s, 2),  # pg_ctl start / matching ready / node started
         "load_end_s": round(load_end, 2),
         "settled_s": round(time.monotonic() - t0, 2),
+        # the bench process (every client; its asyncio loop is one core at most) while the load ran
+        "client_cpu_cores": round(client_cores, 2),
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()[:2]],
         "paths": results,
     }

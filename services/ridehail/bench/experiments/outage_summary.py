@@ -47,6 +47,7 @@ def summarise(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "repeats": len(arm_runs),
                 **{m: spread(r[m] for r in arm_runs) for m in METRICS},
                 "freshness_recovered_s": spread(r["freshness"]["recovered_after_s"] for r in arm_runs),
+                "freshness_stale_s": spread(r["freshness"]["stale_s"] for r in arm_runs),
                 "freshness_not_recovered_runs": sum(r["freshness"]["recovered_after_s"] is None for r in arm_runs),
                 "answers": {k: spread(_answers(r).get(k, 0) for r in arm_runs) for k in kinds},
             }

@@ -35,6 +35,7 @@ def outage_table(result: dict[str, Any], console: Console | None = None) -> None
         "lost %",
         "ack'd but lost",
         "fresh after s",
+        "stale s",
         "catch-up s",
         "stall s",
         "503+RA / timeout / refused",
@@ -53,6 +54,7 @@ def outage_table(result: dict[str, Any], console: Console | None = None) -> None
             _med(s["lost_pct"]),
             _med(s["acknowledged_but_lost"]),
             _med(s["freshness_recovered_s"]),
+            _med(s["freshness_stale_s"]),
             _med(s["catch_up_s"]),
             _med(s["producer_stall_s"]),
             f"{n('503_retry_after')} / {n('timeout')} / {n('refused')}" if s["path"] != "kafka" else "-",
@@ -79,12 +81,12 @@ def plot_outage(result: dict[str, Any], png: Path) -> None:
     for row, (broker, scenario) in zip(axes, scenarios, strict=True):
         ax_loss, ax_fresh, ax_acks = row
         rows = [s for s in summary if s["broker"] == broker and s["scenario"] == scenario]
-        title = f"{broker}: {scenario} down {result['config']['outage_s']:g} s"
+        title = f"{broker}: {scenario} {result['config']['outage_s']:g} s"
         families = [r for r in rows if r["acks"] in (None, "all")]
         for path in dict.fromkeys(r["path"] for r in families):
             line = sorted((r for r in families if r["path"] == path), key=lambda r: r["budget_s"])
             label = path + (" (acks=all)" if path == "kafka" else "")
-            for ax, metric in ((ax_loss, "lost_pct"), (ax_fresh, "freshness_recovered_s")):
+            for ax, metric in ((ax_loss, "lost_pct"), (ax_fresh, "freshness_stale_s")):
                 pts = [_err(r[metric]) for r in line]
                 ax.errorbar(
                     [r["budget_s"] for r in line],
@@ -95,18 +97,21 @@ def plot_outage(result: dict[str, Any], png: Path) -> None:
                     capsize=3,
                     label=label,
                 )
+        budgets = result["config"]["budgets_s"]
         ax_loss.set(
-            xscale="log",
             xlabel="retry budget, s (REST: give up at this age; Kafka: message.timeout.ms)",
             ylabel="pings lost, % of produced (not in Postgres)",
             title=f"{title}: loss vs budget",
         )
         ax_fresh.set(
-            xscale="log",
             xlabel="retry budget, s",
-            ylabel=f"s after return until p99 position age < {threshold:g} s",
-            title=f"{title}: freshness (missing point: not within the run)",
+            ylabel=f"s with p99 position age >= {threshold:g} s",
+            title=f"{title}: stale time, outage start to load end",
         )
+        for ax in (ax_loss, ax_fresh):
+            ax.set_xscale("log")
+            ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+            ax.minorticks_off()
         acks_rows = sorted((r for r in rows if r["path"] == "kafka" and r["acks"] is not None), key=lambda r: r["acks"])
         budget = result["config"]["acks_arms_budget_s"]
         acks_rows = [r for r in acks_rows if r["budget_s"] == budget]
@@ -124,7 +129,7 @@ def plot_outage(result: dict[str, Any], png: Path) -> None:
                     label=f"acks={r['acks']}: {metric.replace('_', ' ')}",
                 )
         ax_acks.set_xticks([i + 0.2 for i in range(len(acks_rows))], [f"acks={r['acks']}" for r in acks_rows])
-        ax_acks.set(ylabel="pings (median, IQR bars)", title=f"{title}: kafka path by acks, budget {budget:g} s")
+        ax_acks.set(ylabel="pings (median, IQR bars)", title=f"{title}: kafka by acks, budget {budget:g} s")
         for ax in row:
             ax.grid(True, alpha=0.3)
             if ax.get_legend_handles_labels()[0]:

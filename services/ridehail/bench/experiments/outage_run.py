@@ -33,6 +33,9 @@ SCENARIO_CODES = {
     "cluster-restart": "kr",
 }
 
+# faults after which the other nodes can elect new leaders (two of three down: no quorum, no move)
+LEADERS_MUST_MOVE = ("broker-1-of-3", "partition-1-of-3")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -198,10 +201,21 @@ async def run_once(
     outage_start = time.monotonic() - t0
     start_ms = time.time() * 1000
     await asyncio.to_thread(component.stop)
-    during = None
-    if before is not None:  # leaders move once the controller fenced the dead node (~9 s session timeout)
-        await asyncio.sleep(max(0.0, cfg.outage_s - 1.5 - (time.monotonic() - t0 - outage_start)))
-        during = await asyncio.to_thread(_leaders, env)
+    during, moved_after = None, None
+    victims = list((getattr(component, "info", None) or {}).get("nodes", []))
+    if before is not None and victims and scenario in LEADERS_MUST_MOVE:
+        # A killed node's partitions get new leaders once the controller fenced it (broker session
+        # time-out, plus a controller election when the controller died too): the node stays down
+        # until that happened (+2 s), however long it takes, up to outage_s + 40 s.
+        led = [p for p, n in before.items() if n in victims]
+        while time.monotonic() - t0 - outage_start < cfg.outage_s + 40.0:
+            during = await asyncio.to_thread(_leaders, env)
+            if during is not None and all(during.get(p, -1) not in (-1, *victims) for p in led):
+                moved_after = time.monotonic() - t0 - outage_start
+                break
+            await asyncio.sleep(0.5)
+        if moved_after is not None:
+            await asyncio.sleep(max(0.0, moved_after + 2.0 - (time.monotonic() - t0 - outage_start)))
     await asyncio.sleep(max(0.0, cfg.outage_s - (time.monotonic() - t0 - outage_start)))
     outage_end = time.monotonic() - t0
     return_ms = time.time() * 1000  # the component is started again now; for a node: its JVM starts
@@ -259,7 +273,8 @@ async def run_once(
     await rows.close()
     info = dict(getattr(component, "info", None) or {})
     if before is not None:
-        info.update(_leader_moves(before, during, list(info.get("nodes", []))))
+        info.update(_leader_moves(before, during, victims))
+        info["leaders_moved_after_s"] = None if moved_after is None else round(moved_after, 2)
     return {
         "scenario": scenario,
         "repeat": repeat,

@@ -128,7 +128,7 @@ def test_summary_is_the_spread_over_repeats() -> None:
             "no_accept_s": 1.0,
             "backlog_peak": 3,
             "catch_up_s": 0.5,
-            "freshness": {"recovered_after_s": fresh},
+            "freshness": {"recovered_after_s": fresh, "stale_s": 2.0},
             "client": {"answers": {"503_retry_after": lost * 2}},
         }
 

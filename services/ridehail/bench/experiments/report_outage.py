@@ -112,12 +112,14 @@ def plot_outage(result: dict[str, Any], png: Path) -> None:
             ax.set_xscale("log")
             ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
             ax.minorticks_off()
+            ax.set_ylim(bottom=0)
         acks_rows = sorted((r for r in rows if r["path"] == "kafka" and r["acks"] is not None), key=lambda r: r["acks"])
         budget = result["config"]["acks_arms_budget_s"]
         acks_rows = [r for r in acks_rows if r["budget_s"] == budget]
         for i, r in enumerate(acks_rows):
             for j, (metric, hatch) in enumerate((("lost", ""), ("acknowledged_but_lost", "//"))):
                 med, lo, hi = _err(r[metric])
+                ax_acks.text(i + j * 0.4, 0 if med != med else med, f"{med:g}", ha="center", va="bottom", fontsize=8)
                 ax_acks.bar(
                     i + j * 0.4,
                     med,

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 RIDEHAIL="${RIDEHAIL:-.venv/bin/ridehail}"
 [ -x "$RIDEHAIL" ] || RIDEHAIL=ridehail
 OUT="${OUT:-docs/experiments}"
-OUTAGE_SECONDS="${OUTAGE_SECONDS:-30}"
+OUTAGE_SECONDS="${OUTAGE_SECONDS:-12}"  # the bench outage default (sized for its 15-minute run)
 STEPS="${STEPS:-500,1000,2000,5000,10000,20000,50000}"
 mkdir -p "$OUT"
 echo "machine load before: $(uptime)"

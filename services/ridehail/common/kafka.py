@@ -47,6 +47,24 @@ def producer_config(bootstrap: str, client_id: str, **overrides: Any) -> dict[st
     return conf
 
 
+def delivery_overrides(acks: str = "all", message_timeout_s: float | None = None) -> dict[str, Any]:
+    """Overrides of :func:`producer_config` for a producer with other delivery settings:
+    ``acks`` ``"all"`` (idempotent, the default), ``"1"`` (the leader's ack only) or ``"0"`` (no ack:
+    fire-and-forget); idempotence needs ``acks=all``, so it is off for the other two.
+    ``message_timeout_s``: how long librdkafka retries a record before failing it (default 300 s).
+    Pass the result as ``EventProducer(bootstrap, client_id, **delivery_overrides(...))``."""
+    if acks not in ("all", "1", "0"):
+        raise ValueError(f"acks must be 'all', '1' or '0', got {acks!r}")
+    out: dict[str, Any] = {"acks": acks, "enable.idempotence": acks == "all"}
+    if message_timeout_s is not None:
+        if message_timeout_s <= 0:
+            raise ValueError(f"message_timeout_s must be > 0, got {message_timeout_s}")
+        ms = int(message_timeout_s * 1000)
+        out["message.timeout.ms"] = ms
+        out["request.timeout.ms"] = min(30_000, ms)  # one request may not outlive the record
+    return out
+
+
 def consumer_config(bootstrap: str, group_id: str, client_id: str, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,

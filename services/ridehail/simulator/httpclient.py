@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 
 class HttpTransportError(ConnectionError):
-    """No HTTP answer: connection refused or reset, or no answer within the timeout."""
+    """No HTTP answer: connection refused or reset, or no answer within the timeout.
+
+    ``kind`` says which: ``refused``, ``connect_timeout``, ``connect_failed``, ``reset`` (the
+    connection was lost before the answer), ``timeout`` (no answer in time) or ``bad_answer``."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,7 +70,7 @@ class _Connection(asyncio.Protocol):
         try:
             status = int(head[9:12])
         except ValueError:
-            waiter.set_exception(HttpTransportError(f"bad status line: {head[:40]!r}"))
+            waiter.set_exception(HttpTransportError(f"bad status line: {head[:40]!r}", "bad_answer"))
             return
         retry_raw = _header_value(head, b"retry-after")
         retry = float(retry_raw) if retry_raw and retry_raw.replace(b".", b"", 1).isdigit() else None
@@ -75,7 +82,7 @@ class _Connection(asyncio.Protocol):
         self.alive = False
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(HttpTransportError(f"connection lost: {exc!r}"))
+            waiter.set_exception(HttpTransportError(f"connection lost: {exc!r}", "reset"))
 
     def close(self) -> None:
         self.alive = False
@@ -111,7 +118,14 @@ class HttpPingClient:
                 loop.create_connection(_Connection, self.host, self.port), timeout=self.timeout_s
             )
         except (OSError, TimeoutError) as exc:
-            raise HttpTransportError(f"connect failed: {exc!r}") from None
+            kind = (
+                "refused"
+                if isinstance(exc, ConnectionRefusedError)
+                else "connect_timeout"
+                if isinstance(exc, TimeoutError)
+                else "connect_failed"
+            )
+            raise HttpTransportError(f"connect failed: {exc!r}", kind) from None
         self._all.add(conn)
         return conn
 
@@ -153,4 +167,4 @@ class HttpPingClient:
 
 def _expire(fut: asyncio.Future[HttpAnswer]) -> None:
     if not fut.done():
-        fut.set_exception(HttpTransportError("no answer within the timeout"))
+        fut.set_exception(HttpTransportError("no answer within the timeout", "timeout"))

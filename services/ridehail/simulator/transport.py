@@ -3,8 +3,11 @@ ingestion edge (``rest`` / ``rest-kafka``: the edge decides whether it writes Po
 
 :class:`RestPingSender` posts with bounded concurrency (a fixed pool of keep-alive connections),
 retries ``503``/``429``/connection errors with backoff (honouring ``Retry-After``) until a ping
-is ``retry_s`` old, and counts every outcome. A 4xx other than 429 is the client's fault: it is
-counted as rejected and never retried.
+is ``retry_s`` old, and counts every outcome. With ``budget_s`` a ping is given up once it is
+``budget_s`` old wherever it waits (queued in this client included), and ``stats.answers``
+counts what each attempt got, by kind (``2xx``, ``503_retry_after``, ``503``, ``429``, ``5xx``,
+``4xx``, or the transport error's kind: ``refused``, ``timeout``, ``reset``, ...). A 4xx other
+than 429 is the client's fault: it is counted as rejected and never retried.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from prometheus_client import Counter
@@ -42,12 +45,24 @@ class RestStats:
     given_up: int = 0  # still failing retry_s after the ping was made
     dropped: int = 0  # never sent: the local queue was full or the ping waited too long for a connection
     last_error: str = ""
+    answers: dict[str, int] = field(default_factory=dict)  # per attempt, by kind (see the module doc)
+
+    def answer(self, kind: str) -> None:
+        self.answers[kind] = self.answers.get(kind, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 _STOP = object()
+
+
+def _answer_kind(status: int, retry_after_s: float | None) -> str:
+    if status == 503:
+        return "503_retry_after" if retry_after_s is not None else "503"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx"
 
 
 class RestPingSender:
@@ -65,8 +80,12 @@ class RestPingSender:
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
         on_result: ResultCallback | None = None,
+        budget_s: float | None = None,
     ) -> None:
         self.url = url
+        self.budget_s = budget_s
+        if budget_s is not None:
+            retry_s = budget_s
         self.client = HttpPingClient(url, connections=concurrency, timeout_s=timeout_s)
         self.concurrency = concurrency
         self.retry_s = retry_s
@@ -122,6 +141,9 @@ class RestPingSender:
                 return
             body, created, attempt, tag, token = item
             now = time.monotonic()
+            if self.budget_s is not None and now - created >= self.budget_s:
+                self._finish(tag, "given_up", now - created)
+                continue
             if attempt == 0 and self.max_queue_wait_s is not None and now - created > self.max_queue_wait_s:
                 self._finish(tag, "dropped", 0.0)
                 continue
@@ -130,9 +152,11 @@ class RestPingSender:
                 answer = await post(body, token)
             except HttpTransportError as exc:
                 self.stats.connection_errors += 1
+                self.stats.answer(exc.kind)
                 self.stats.last_error = str(exc)[:200]
             else:
                 status = answer.status
+                self.stats.answer(_answer_kind(status, answer.retry_after_s))
                 if 200 <= status < 300:
                     self._finish(tag, "accepted", time.monotonic() - created)
                     continue

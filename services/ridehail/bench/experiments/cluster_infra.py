@@ -55,6 +55,15 @@ class ClusterScenario:
     def resume(self) -> None:
         self.fault.repair()
 
+    def start_again(self) -> None:
+        """Undo the fault without waiting for the cluster's health: a killed node is started (its JVM
+        takes a while; ``PrivateCluster.settle`` waits for it), every other fault is repaired in full."""
+        if isinstance(self.fault, KillBrokers):
+            for node in self.fault.victims:
+                self.fault.cluster.nodes[node].start()
+        else:
+            self.fault.repair()
+
 
 class PrivateCluster:
     """A 3-node cluster in a temp folder (in network namespaces when this process may create them)."""

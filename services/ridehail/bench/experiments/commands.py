@@ -55,42 +55,54 @@ def register(bench: typer.Typer) -> None:
     @bench.command("outage")
     def bench_outage(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (backlog over time) here."),
-        outage_seconds: float = typer.Option(30.0, "--outage-seconds", help="How long each component stays down."),
-        rate: float = typer.Option(300.0, "--rate", help="Pings per second offered on each path."),
+        plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (loss and freshness vs budget, acks) here."),
+        outage_seconds: float = typer.Option(12.0, "--outage-seconds", help="How long each component stays down."),
+        rate: float = typer.Option(40.0, "--rate", help="Pings per second offered on each arm (path x budget x acks)."),
         scenarios: str = typer.Option(
             None,
             "--scenarios",
-            help="What to stop. --broker tansu: consumer, postgres, broker (default: all three). --broker kafka: "
-            "broker-1-of-3, broker-2-of-3, partition-1-of-3, cluster-restart (default: all four).",
+            help="What to stop. kafka: postgres, consumer, broker-1-of-3 (default), broker-2-of-3, partition-1-of-3, "
+            "cluster-restart; tansu: broker (default), consumer, postgres.",
         ),
         broker: str = typer.Option(
-            "tansu",
+            "kafka,tansu",
             "--broker",
-            help="tansu: the embedded broker (in memory, one node); kafka: a local 3-node Apache Kafka cluster "
-            "(RF 3, min.insync.replicas=2; needs Java 17 + Maven; the partition scenario needs root).",
+            help="kafka: a local 3-node Apache Kafka cluster (RF 3, min.insync.replicas=2; the main result; needs "
+            "Java 17 + Maven, the partition scenario root); tansu: the embedded broker (in memory, one node).",
         ),
         paths: str = typer.Option(
             "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to load at once."
         ),
-        retry_seconds: float = typer.Option(
-            10.0, "--retry-seconds", help="REST clients retry a ping on 503/connection errors until it is this old."
+        budgets: str = typer.Option(
+            "3,8,30", "--budgets", help="Retry budgets, s: REST gives a ping up at this age; Kafka message.timeout.ms."
         ),
+        acks: str = typer.Option("0,1,all", "--acks", help="kafka path acks levels (0, 1: longest budget)."),
+        repeats: int = typer.Option(5, "--repeats", help="Runs of every scenario (interleaved order)."),
     ) -> None:
-        """Stop matching, Postgres or the broker (tansu), or break the Kafka cluster, under load: lost, stall."""
+        """Stop Postgres, matching or a broker under load: loss vs retry budget, freshness, answers, acks."""
         from ridehail.bench.experiments.outage_bench import run_outage_bench
-        from ridehail.bench.experiments.report import outage_table, plot_outage
+        from ridehail.bench.experiments.report_outage import outage_table, plot_outage
         from ridehail.common.logging import configure_logging
 
         configure_logging("WARNING")
+
+        def items(text: str | None) -> tuple[str, ...]:
+            return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+        try:
+            budget_list = tuple(float(b) for b in items(budgets))
+        except ValueError:
+            raise typer.BadParameter(f"--budgets must be comma-separated seconds, got {budgets!r}") from None
         try:
             result = run_outage_bench(
-                tuple(s.strip() for s in scenarios.split(",") if s.strip()) if scenarios else None,
-                tuple(p.strip() for p in paths.split(",") if p.strip()),
+                items(scenarios) or None,
+                items(paths),
                 outage_seconds,
                 rate,
-                retry_seconds,
-                broker,
+                budget_list,
+                items(broker),
+                repeats,
+                items(acks),
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None

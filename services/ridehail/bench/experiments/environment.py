@@ -155,8 +155,13 @@ def postgres_probe(dsn: str, n: int = 300) -> dict[str, float]:
 
 @contextlib.contextmanager
 def bench_environment(
-    paths: tuple[str, ...], prefix: str = "ridehail-exp-", rest_db_pool: int = 16, broker_kind: str = "tansu"
+    paths: tuple[str, ...],
+    prefix: str = "ridehail-exp-",
+    rest_db_pool: int = 16,
+    broker_kind: str = "tansu",
+    edge_env: dict[str, str] | None = None,
 ) -> Iterator[BenchEnvironment]:
+    """``edge_env``: extra environment of every ingest edge (e.g. ``RIDEHAIL_INGEST_TIMEOUT_S``)."""
     root = temp_root(prefix)
     postgres = PrivatePostgres(root)
     broker: PrivateBroker | PrivateCluster = PrivateCluster(root) if broker_kind == "kafka" else PrivateBroker(root)
@@ -203,6 +208,7 @@ def bench_environment(
                     "RIDEHAIL_INGEST_ACK": ack,
                     "RIDEHAIL_INGEST_DB_POOL_SIZE": str(rest_db_pool),
                     "RIDEHAIL_AUTH_BASE_URL": auth_url,  # the JWKS the edge verifies driver tokens with
+                    **(edge_env or {}),
                 },
                 port,
                 root,

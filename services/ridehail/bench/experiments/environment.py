@@ -91,6 +91,10 @@ class CpuSet:
         return {name: self.meters[name].sample(comp.pids()) for name, comp in self.env.components().items()}
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine_info() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     return {
@@ -155,8 +159,14 @@ def postgres_probe(dsn: str, n: int = 300) -> dict[str, float]:
 
 @contextlib.contextmanager
 def bench_environment(
-    paths: tuple[str, ...], prefix: str = "ridehail-exp-", rest_db_pool: int = 16, broker_kind: str = "tansu"
+    paths: tuple[str, ...],
+    prefix: str = "ridehail-exp-",
+    rest_db_pool: int = 16,
+    broker_kind: str = "tansu",
+    extra_edges: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[BenchEnvironment]:
+    """``paths``: the REST_PATHS edges to start; ``extra_edges``: more edges, name -> their
+    ``RIDEHAIL_INGEST_*`` settings (e.g. the ingest study's arms)."""
     root = temp_root(prefix)
     postgres = PrivatePostgres(root)
     broker: PrivateBroker | PrivateCluster = PrivateCluster(root) if broker_kind == "kafka" else PrivateBroker(root)
@@ -188,10 +198,9 @@ def bench_environment(
         env.postgres_probe = postgres_probe(postgres.dsn)
         matching.start()
         started.append(matching)
-        for path in paths:
-            if path not in REST_PATHS:
-                continue
-            mode, ack = REST_PATHS[path]
+        edges = {p: {"RIDEHAIL_INGEST_MODE": m, "RIDEHAIL_INGEST_ACK": a} for p, (m, a) in REST_PATHS.items()}
+        wanted = {p: edges[p] for p in paths if p in REST_PATHS} | (extra_edges or {})
+        for path, edge_env in wanted.items():
             port = free_port()
             edge = ServiceProcess(
                 f"ingest-{path}",
@@ -199,10 +208,9 @@ def bench_environment(
                 {
                     **common,
                     "RIDEHAIL_INGEST_PORT": str(port),
-                    "RIDEHAIL_INGEST_MODE": mode,
-                    "RIDEHAIL_INGEST_ACK": ack,
                     "RIDEHAIL_INGEST_DB_POOL_SIZE": str(rest_db_pool),
                     "RIDEHAIL_AUTH_BASE_URL": auth_url,  # the JWKS the edge verifies driver tokens with
+                    **edge_env,
                 },
                 port,
                 root,

@@ -26,9 +26,10 @@ def test_ingest_study_small_run_has_the_documented_shape_and_its_accounting_adds
         rate_equal=100.0,
         rate_capacity=300.0,
         seconds=1.0,
-        warmup=0.5,
+        warmup=0.3,
         drivers=50,
         device_producers=4,
+        settle_s=0.5,
         progress=lambda n, total, run: lines.append(f"{n}/{total}"),
     )
     json.dumps(result)  # serialisable

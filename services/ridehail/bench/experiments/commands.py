@@ -30,7 +30,7 @@ def register(bench: typer.Typer) -> None:
         rate_capacity: float = typer.Option(
             20000.0, "--rate-capacity", help="Pings/s offered at the capacity point (above every arm's capacity)."
         ),
-        seconds: float = typer.Option(4.0, "--seconds", help="Measured window per run."),
+        seconds: float = typer.Option(3.0, "--seconds", help="Measured window per run."),
         warmup: float = typer.Option(1.0, "--warmup", help="Seconds of load before each window."),
         drivers: int = typer.Option(
             2000, "--drivers", help="Simulated drivers (each pings rate/drivers times a second)."

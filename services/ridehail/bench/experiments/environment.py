@@ -11,6 +11,7 @@ import platform
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,9 +216,11 @@ def bench_environment(
                 port,
                 root,
             )
-            edge.start()
-            started.append(edge)
+            started.append(edge)  # closed on the way out even if it never became healthy
             env.edges[path] = edge
+        with ThreadPoolExecutor(max_workers=max(1, len(env.edges))) as pool:  # edges start side by side
+            for future in [pool.submit(edge.start) for edge in env.edges.values()]:
+                future.result()
         env.wait_matching_assigned()
         yield env
     finally:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ridehail.common.kafka import EventProducer, producer_config
+from ridehail.common.kafka import producer_config
 from ridehail.domain.events import DriverLocation, encode, now_ms
 from ridehail.domain.geo import SERVICE_AREA
 from ridehail.domain.topics import DRIVER_LOCATION
@@ -173,7 +173,8 @@ class Pings:
 
 
 class KafkaLoad:
-    """``kafka``: one shared producer (acks=all, idempotent, lz4, linger 5 ms) for every device;
+    """``kafka``: one shared producer (the project's producer config: acks=all, idempotent, lz4,
+    linger 5 ms, batches up to 10,000) for every device;
     ``kafka-per-device``: ``devices`` producers, device ``d`` sending through producer ``d % n``
     with ``linger.ms=0`` and ``batch.num.messages=1`` (each record its own produce request: no
     batching across devices). Delivery reports of all of them are served by one poll thread."""
@@ -182,17 +183,14 @@ class KafkaLoad:
         self.pings = pings
         self.ledger = ledger
         timeout = {"message.timeout.ms": int(budget_s * 1000)}
-        if devices <= 0:
-            self.shared: EventProducer | None = EventProducer(bootstrap, "bench-shared", **timeout)
-            self.producers: list[Producer] = []
+        if devices <= 0:  # the shared producer: the project's defaults (linger 5 ms, batches of 10,000)
+            self.producers = [Producer(producer_config(bootstrap, "bench-shared", **timeout))]
         else:
-            self.shared = None
             conf = producer_config(bootstrap, "bench-device", **timeout, **{"linger.ms": 0, "batch.num.messages": 1})
             self.producers = [Producer({**conf, "client.id": f"bench-device-{d}"}) for d in range(devices)]
         self._running = True
-        self._poller = threading.Thread(target=self._poll, name="bench-device-poll", daemon=True)
-        if self.producers:
-            self._poller.start()
+        self._poller = threading.Thread(target=self._poll, name="bench-kafka-poll", daemon=True)
+        self._poller.start()
 
     def _poll(self) -> None:
         while self._running:
@@ -211,27 +209,22 @@ class KafkaLoad:
                 ledger.fail(k, f"delivery: {err.name()}")
 
         ledger.produced = k + 1
+        producer = self.producers[(k % self.pings.drivers) % len(self.producers)]
         try:
-            if self.shared is not None:
-                self.shared.produce(DRIVER_LOCATION.name, encode(ping), ping.driver_id, on_delivery=report)
-            else:
-                producer = self.producers[(k % self.pings.drivers) % len(self.producers)]
-                producer.produce(DRIVER_LOCATION.name, encode(ping), ping.driver_id, on_delivery=report)
-        except (BufferError, Exception) as exc:  # queue full, fatal producer: a refused ping
+            producer.produce(DRIVER_LOCATION.name, encode(ping), ping.driver_id, on_delivery=report)
+        except (BufferError, KafkaException) as exc:  # queue full, fatal producer: a refused ping
             ledger.fail(k, f"produce: {type(exc).__name__}")
 
     def send_malformed(self, n: int) -> int:
         for i in range(n):
-            target = self.shared if self.shared is not None else self.producers[0]
-            target.produce(DRIVER_LOCATION.name, self.pings.malformed(i), f"malformed-{i}")
+            self.producers[0].produce(DRIVER_LOCATION.name, self.pings.malformed(i), f"malformed-{i}")
         return 0  # refused downstream (dead letters), counted by the caller
 
     async def finish(self, budget_s: float) -> None:
         def close() -> None:
-            if self.shared is not None:
-                self.shared.close(budget_s + 1)
+            deadline = time.monotonic() + budget_s + 1
             for p in self.producers:
-                p.flush(max(0.1, budget_s + 1))
+                p.flush(max(0.1, deadline - time.monotonic()))
 
         await asyncio.to_thread(close)
         self._running = False

@@ -272,7 +272,7 @@ def run_ingest_study(
     repeats: int = 5,
     rate_equal: float = 1000.0,
     rate_capacity: float = 20000.0,
-    seconds: float = 4.0,
+    seconds: float = 3.0,
     warmup: float = 1.0,
     drivers: int = 2000,
     budget_s: float = 5.0,

@@ -45,7 +45,9 @@ def register(bench: typer.Typer) -> None:
             10.0, "--batch-linger-ms", help="rest-batch: longest a ping waits for a batch."
         ),
         group_commit_ms: float = typer.Option(5.0, "--group-commit-ms", help="rest-group-commit: the edge's window."),
-        device_producers: int = typer.Option(64, "--device-producers", help="kafka-per-device: producers (devices)."),
+        device_producers: int = typer.Option(
+            16, "--device-producers", help="kafka-per-device: librdkafka producers (one record per request each)."
+        ),
         rest_db_pool: int = typer.Option(32, "--rest-db-pool", help="Postgres connections of each rest edge (worker)."),
     ) -> None:
         """The same pings through every arm at equal offered rates: latency, capacity, CPU, accounting."""

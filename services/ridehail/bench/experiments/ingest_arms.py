@@ -309,8 +309,16 @@ class HttpLoad:
                 if self.batch_size <= 1:
                     ledger.ack(live[0], done)
                     continue
-                for k, item in zip(live, orjson.loads(answer.body)["results"], strict=True):
-                    if item["status"] == "rejected":
+                try:
+                    items = [item["status"] for item in orjson.loads(answer.body)["results"]]
+                except (ValueError, KeyError, TypeError):
+                    items = []
+                if len(items) != len(live):  # an answer that does not say what became of each ping
+                    for k in live:
+                        ledger.fail(k, "unreadable batch answer")
+                    continue
+                for k, status in zip(live, items, strict=True):
+                    if status == "rejected":
                         ledger.fail(k, "rejected item")
                     else:
                         ledger.ack(k, done)

@@ -18,6 +18,7 @@ rate is the growth of ``sum(last_seq - base)`` over the window, read from Postgr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
@@ -246,8 +247,6 @@ async def _warm_edges(env: BenchEnvironment, pings: arms.Pings, names: list[str]
         while len(seen) < want and time.monotonic() < deadline:
             status, body = await asyncio.to_thread(http_get, env.edges[name].base_url + "/stats", 2.0)
             if status == 200:
-                import json
-
                 seen.add(int(json.loads(body)["pid"]))
         if len(seen) < want:
             raise RuntimeError(f"{name}: only {len(seen)} of {want} workers answered; see {env.edges[name].log_file}")

@@ -28,7 +28,7 @@ def register(bench: typer.Typer) -> None:
         repeats: int = typer.Option(5, "--repeats", help="Runs per arm and point, in an interleaved order."),
         rate_equal: float = typer.Option(1000.0, "--rate-equal", help="Pings/s offered at the equal (latency) point."),
         rate_capacity: float = typer.Option(
-            20000.0, "--rate-capacity", help="Pings/s offered at the capacity point (above every arm's capacity)."
+            50000.0, "--rate-capacity", help="Pings/s offered at the capacity point (above every arm's capacity)."
         ),
         seconds: float = typer.Option(3.0, "--seconds", help="Measured window per run."),
         warmup: float = typer.Option(1.0, "--warmup", help="Seconds of load before each window."),

@@ -67,7 +67,7 @@ def plot_ingest_study(result: dict[str, Any], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = list(result["summary"])
+    arms = [a for a in COLOURS if a in result["summary"]] + [a for a in result["summary"] if a not in COLOURS]
     runs = result["runs"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
     panels = (
@@ -104,7 +104,7 @@ def plot_ingest_study(result: dict[str, Any], png: Path) -> None:
         ax.legend(fontsize=8)
     m = result["machine"]
     fig.suptitle(
-        f"ridehail bench ingest: {result['config']['repeats']} runs per arm and point, {m['cpu_count']} cores "
+        f"ridehail bench ingest: {result['config']['repeats']} run(s) per arm and point, {m['cpu_count']} cores "
         f"(load {m['load_avg_at_start'][0]} -> {m.get('load_avg_at_end', ['?'])[0]}); median bar, one dot per run"
     )
     fig.tight_layout()

@@ -1,6 +1,6 @@
 """Smoke runs of the experiment harness with tiny steps: real subprocesses (matching, ingest
 edges), a private embedded Postgres and broker; checks the JSON shape and the invariants every
-real run must hold (nothing accepted is lost when only the consumer stops)."""
+real run must hold (every ping produced is persisted or lost, nothing acknowledged is missing)."""
 
 from __future__ import annotations
 
@@ -8,47 +8,52 @@ import json
 
 import pytest
 
-from ridehail.bench.experiments.ingest_bench import run_ingest_bench
-from ridehail.bench.experiments.report import plot_ingest
+from ridehail.bench.experiments.ingest_study import run_ingest_study
+from ridehail.bench.experiments.report_ingest import plot_ingest_study
 
 pytestmark = pytest.mark.integration
 
 
-def test_ingest_bench_small_run_has_the_documented_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = run_ingest_bench(steps=(100,), paths=("kafka", "rest", "rest-kafka"), seconds=2.0, warmup=1.0)
+def test_ingest_study_small_run_has_the_documented_shape_and_its_accounting_adds_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # one arm per load generator and edge shape: kafka and kafka-per-device share KafkaLoad, the
+    # single-ping rest arms share HttpLoad and the edge (group commit: tests/integration/test_ingest_batch.py)
+    arms = ("kafka-per-device", "rest-batch", "rest-2-workers")
+    lines: list[str] = []
+    result = run_ingest_study(
+        arms,
+        repeats=1,
+        rate_equal=100.0,
+        rate_capacity=300.0,
+        seconds=1.0,
+        warmup=0.3,
+        drivers=50,
+        device_producers=4,
+        settle_s=0.5,
+        progress=lambda n, total, run: lines.append(f"{n}/{total}"),
+    )
     json.dumps(result)  # serialisable
     assert result["bench"] == "ingest"
-    assert {"cpu_count", "cpu_model", "measured_at"} <= set(result["machine"])
-    assert [(s["path"], s["drivers"]) for s in result["steps"]] == [("kafka", 100), ("rest", 100), ("rest-kafka", 100)]
-    for step in result["steps"]:
-        assert set(step) >= {
-            "offered_per_s",
-            "accepted_per_s",
-            "persisted_per_s",
-            "achieved_per_s",
-            "latency_ms",
-            "errors",
-            "server_cpu_cores",
-            "client_cpu_cores",
-            "ping_to_row_ms",
-            "drain_s",
-            "saturated",
-            "malformed",
-            "server_cpu_ms_per_1k_pings",
-        }
-        # 100 pings/s is far below any path's capacity: nearly all of it gets through, no errors
-        assert step["achieved_per_s"] > 50, step
-        assert step["errors"] == {}, step
-        assert step["latency_ms"]["n"] > 50 and step["latency_ms"]["p50"] > 0
-        assert step["ping_to_row_ms"]["samples"] > 0
-        assert step["server_cpu_cores"]["total"] > 0
-        assert step["drain_s"] is not None
-    assert "ingest[rest]" in result["steps"][1]["server_cpu_cores"]
-    # bad pings are refused where each path refuses them, and never counted as errors or losses
-    kafka, rest, rest_kafka = result["steps"]
-    assert kafka["malformed"] == {"sent": 10, "rejected_4xx": 0, "dead_lettered": 10}
-    assert rest["malformed"] == {"sent": 10, "rejected_4xx": 10, "dead_lettered": 0}
-    assert rest_kafka["malformed"] == {"sent": 10, "rejected_4xx": 10, "dead_lettered": 0}
-    assert result["summary"]["ratio_kafka_to_rest"] > 0
-    plot_ingest(result, tmp_path / "ingest.png")
+    assert {"cpu_count", "load_avg_at_start", "load_avg_at_end", "postgres_probe"} <= set(result["machine"])
+    assert set(result["config"]["arms"]) == set(arms)
+    assert len(result["runs"]) == len(arms) * 2 == len(lines)
+    for run in result["runs"]:
+        acc = run["accounting"]
+        assert acc["produced"] == acc["persisted"] + acc["lost"] > 0, run
+        assert acc["acknowledged_but_missing"] == 0, run
+        assert acc["rows_beyond_produced"] == 0, run
+        assert run["latency_ms"]["n"] == run["pings_due_in_window"] > 0
+        assert run["bottleneck"] and run["server_cpu_cores"]["total"] > 0
+        assert run["malformed"]["sent"] == 10
+        refused = run["malformed"]["rejected_4xx"] + run["malformed"]["dead_lettered"]
+        assert refused == 10, run  # refused where each arm refuses them, never counted as pings
+        charged = {name.split(" worker")[0] for name in run["server_cpu_cores"]} - {"total"}
+        assert charged == set(result["config"]["cpu_charged_to"][run["arm"]]), run
+    two = next(r for r in result["runs"] if r["arm"] == "rest-2-workers")
+    assert {"ingest[rest-2-workers] worker 1", "ingest[rest-2-workers] worker 2"} <= set(two["server_cpu_cores"])
+    for arm in arms:
+        for point in ("equal", "capacity"):
+            s = result["summary"][arm][point]
+            assert s["accounting_adds_up"] and s["persisted_per_s"]["runs"] == 1
+            assert {"p50_ms", "p99_ms", "cpu_ms_per_1k_pings", "bottleneck"} <= set(s)
+    plot_ingest_study(result, tmp_path / "ingest.png")
     assert (tmp_path / "ingest.png").stat().st_size > 10_000

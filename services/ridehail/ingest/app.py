@@ -9,14 +9,21 @@ service's JWKS like every other service (401 without a valid token, 403 for anot
 another driver's ping). A token verified once is remembered until it expires (bounded), so a
 driver pinging every second costs one signature check per token, not per ping.
 
+``POST /ingest/pings`` takes a JSON array of pings (per-item answers; who may send one, including
+the ``admin`` aggregator role: :mod:`ridehail.ingest.batch`). With
+``RIDEHAIL_INGEST_GROUP_COMMIT_MS`` > 0 the ``rest`` mode writes single pings in group commits
+(:mod:`ridehail.ingest.group_commit`); ``RIDEHAIL_INGEST_WORKERS`` processes may share the port
+(:mod:`ridehail.ingest.main`).
+
 Bad input gets a 4xx with a reason (400 malformed JSON, 413 too large, declared or chunked: the
-body limit covers every route, 422 invalid ping or outside the service area) and is counted
-apart from failures; a backend that is down gets ``503`` with ``Retry-After`` (the REST way of
-saying "try again later").
+ping body limit covers every route but ``/ingest/pings``, which has its own, 422 invalid ping or
+outside the service area) and is counted apart from failures; a backend that is down gets
+``503`` with ``Retry-After`` (the REST way of saying "try again later").
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter as Tally
 from collections.abc import AsyncIterator
@@ -35,6 +42,7 @@ from ridehail.common.logging import get_logger
 from ridehail.common.security_headers import SecurityHeaders
 from ridehail.domain.events import DriverLocation, EventDecoder, EventError
 from ridehail.domain.geo import SERVICE_AREA
+from ridehail.ingest.batch import BatchRefused, check_sender, parse_batch, results
 from ridehail.ingest.settings import IngestSettings
 from ridehail.ingest.sinks import KafkaSink, PingSink, PostgresSink, SinkUnavailable
 
@@ -100,6 +108,21 @@ class VerifiedTokens:
         return principal
 
 
+class RouteBodyLimits:
+    """:class:`BodySizeLimit` per route: ``limits`` maps a path to its own byte limit, every other
+    route gets ``max_bytes`` (read ahead, so every route answers 413 alike)."""
+
+    def __init__(self, app: Any, max_bytes: int, limits: dict[str, int], on_reject: Any = None) -> None:
+        self.default = BodySizeLimit(app, max_bytes=max_bytes, read_ahead=True, on_reject=on_reject)
+        self.routes = {
+            path: BodySizeLimit(app, max_bytes=n, read_ahead=True, on_reject=on_reject) for path, n in limits.items()
+        }
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        limiter = self.routes.get(scope.get("path", ""), self.default) if scope["type"] == "http" else self.default
+        await limiter(scope, receive, send)
+
+
 def _refused(status: int, reason: str) -> Response:
     headers = (
         {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'} if status == 401 else None
@@ -111,7 +134,13 @@ def make_sink(settings: IngestSettings) -> PingSink:
     if settings.ingest_mode == "rest":
         if not settings.database_url:
             raise ValueError("rest mode needs RIDEHAIL_DATABASE_URL")
-        return PostgresSink(settings.database_url, settings.ingest_db_pool_size, settings.ingest_timeout_s)
+        return PostgresSink(
+            settings.database_url,
+            settings.ingest_db_pool_size,
+            settings.ingest_timeout_s,
+            settings.ingest_group_commit_ms / 1000,
+            settings.ingest_group_commit_max,
+        )
     return KafkaSink(settings.bootstrap, settings.ingest_ack, settings.ingest_timeout_s)
 
 
@@ -142,7 +171,12 @@ def create_app(
         tally["rejected"] += 1
         REJECTED.labels("413").inc()
 
-    app.add_middleware(BodySizeLimit, max_bytes=max_bytes, read_ahead=True, on_reject=too_large)
+    app.add_middleware(
+        RouteBodyLimits,
+        max_bytes=max_bytes,
+        limits={"/ingest/pings": settings.ingest_max_batch_body_bytes},
+        on_reject=too_large,
+    )
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router("ingest", the_sink.readiness))
     app.state.tally = tally
@@ -163,13 +197,7 @@ def create_app(
     )
     async def ingest_ping(request: Request) -> Response:
         started = time.perf_counter()
-        token = bearer_token(request.headers.get("authorization"))
-        try:
-            principal = await tokens.principal(token) if token is not None else None
-        except InvalidToken as exc:
-            principal, reason = None, exc.reason
-        else:
-            reason = "missing bearer token"
+        principal, reason = await authenticate(request)
         if principal is None:
             tally["rejected"] += 1
             REJECTED.labels("401").inc()
@@ -196,9 +224,59 @@ def create_app(
         SECONDS.observe(time.perf_counter() - started)
         return _json(ok_status, {"status": outcome})
 
-    @app.get("/stats", summary="Pings by outcome since start")
+    async def authenticate(request: Request) -> tuple[Principal | None, str]:
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            principal = await tokens.principal(token) if token is not None else None
+        except InvalidToken as exc:
+            return None, exc.reason
+        return principal, "missing bearer token"
+
+    @app.post(
+        "/ingest/pings",
+        summary="A JSON array of GPS pings, answered per item",
+        status_code=200,
+        responses={
+            400: {"description": "malformed JSON"},
+            401: {"description": "no valid token"},
+            403: {"description": "a driver's batch with another driver's ping, or a role that may not send pings"},
+            413: {"description": "body or item count over the limit"},
+            422: {"description": "not a JSON array, or empty"},
+            503: {"description": "backend down; see Retry-After"},
+        },
+    )
+    async def ingest_pings(request: Request) -> Response:
+        started = time.perf_counter()
+        principal, reason = await authenticate(request)
+        if principal is None:
+            tally["rejected"] += 1
+            REJECTED.labels("401").inc()
+            return _refused(401, reason)
+        try:
+            batch = parse_batch(await request.body(), settings.ingest_max_batch)
+            check_sender(principal, batch)
+        except BatchRefused as exc:
+            tally["rejected"] += 1
+            REJECTED.labels(str(exc.status)).inc()
+            return _json(exc.status, {"detail": exc.reason})
+        try:
+            outcomes: list[str] = list(await the_sink.write_many(batch.pings)) if batch.pings else []
+        except SinkUnavailable as exc:
+            tally["unavailable"] += len(batch.pings)
+            PINGS.labels("unavailable").inc(len(batch.pings))
+            return _json(503, {"detail": exc.reason}, retry_after)
+        for outcome in outcomes:
+            tally[outcome] += 1
+            PINGS.labels(outcome).inc()
+        if batch.rejected:
+            tally["rejected_in_batch"] += len(batch.rejected)
+            REJECTED.labels("batch_item").inc(len(batch.rejected))
+        SECONDS.observe(time.perf_counter() - started)
+        return _json(200, {"results": results(batch, outcomes)})
+
+    @app.get("/stats", summary="Pings by outcome since start (this worker process)")
     async def stats() -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": settings.ingest_mode, "ack": settings.ingest_ack, **tally}
+        out: dict[str, Any] = {"mode": settings.ingest_mode, "ack": settings.ingest_ack, "pid": os.getpid(), **tally}
         if isinstance(the_sink, KafkaSink):
             out["delivery_failures_after_accept"] = the_sink.delivery_failures
         return out

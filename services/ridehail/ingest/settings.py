@@ -33,3 +33,35 @@ class IngestSettings(CommonSettings):
     ingest_max_body_bytes: int = Field(
         default=4096, ge=256, le=1_048_576, description="Largest accepted ping body; larger ones get 413."
     )
+    ingest_max_batch: int = Field(
+        default=500, ge=1, le=10_000, description="Most pings accepted in one POST /ingest/pings; more get 413."
+    )
+    ingest_max_batch_body_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        le=16_777_216,
+        description="Largest accepted POST /ingest/pings body (the ping limit covers every other route); "
+        "larger get 413.",
+    )
+    ingest_group_commit_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="rest: single-ping requests arriving within this many ms are written in one upsert statement "
+        "and each answered after that commit (0 = off: one statement per request).",
+    )
+    ingest_group_commit_max: int = Field(
+        default=1000, ge=1, le=100_000, description="rest: a group commit is written at once when it holds this many."
+    )
+    ingest_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes serving the port (SO_REUSEPORT); the first starts the others as its children.",
+    )
+    ingest_worker_index: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Set by the edge for the worker processes it starts (0 = the first process); not for operators.",
+    )

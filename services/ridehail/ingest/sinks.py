@@ -9,21 +9,26 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import asyncpg
 from confluent_kafka import KafkaError, KafkaException, Message
+from prometheus_client import Counter
 
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.postgres import to_asyncpg_dsn
 from ridehail.domain.events import DriverLocation, encode
 from ridehail.domain.topics import DRIVER_LOCATION
+from ridehail.ingest.group_commit import GroupCommit
 from ridehail.stores import drivers
 
 log = get_logger(__name__)
 
 Outcome = Literal["stored", "stale", "acknowledged", "queued"]
+
+COMMITS = Counter("ridehail_ingest_commits_total", "Upsert statements written to Postgres (rest mode)", ["kind"])
 
 
 class SinkUnavailable(RuntimeError):
@@ -39,6 +44,7 @@ class PingSink(Protocol):
 
     async def start(self) -> None: ...
     async def write(self, ping: DriverLocation) -> Outcome: ...
+    async def write_many(self, pings: Sequence[DriverLocation]) -> list[Outcome]: ...
     async def readiness(self) -> dict[str, bool]: ...
     async def close(self) -> None: ...
 
@@ -46,16 +52,40 @@ class PingSink(Protocol):
 _DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
+def newest_per_driver(pings: Sequence[DriverLocation]) -> tuple[list[DriverLocation], list[int]]:
+    """The newest ping of each driver (sorted by driver id, so concurrent statements lock rows in
+    one order), and for each input ping the index of the chosen ping it lost to or is (-1: older
+    than another ping of its driver in the same batch, so ``stale`` without touching Postgres)."""
+    best: dict[str, int] = {}
+    for i, ping in enumerate(pings):
+        j = best.get(ping.driver_id)
+        if j is None or ping.seq > pings[j].seq:
+            best[ping.driver_id] = i
+    chosen = sorted(best.values(), key=lambda i: pings[i].driver_id)
+    winner = [i if best[p.driver_id] == i else -1 for i, p in enumerate(pings)]
+    return [pings[i] for i in chosen], winner
+
+
 class PostgresSink:
-    """``rest``: one idempotent upsert per request on a pooled asyncpg connection (autocommit)."""
+    """``rest``: one idempotent upsert per request on a pooled asyncpg connection (autocommit);
+    with ``group_commit_s`` > 0, single pings are written in groups (:mod:`ridehail.ingest.group_commit`);
+    a batch is always one statement."""
 
     name = "postgres"
 
-    def __init__(self, database_url: str, pool_size: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        pool_size: int,
+        timeout_s: float,
+        group_commit_s: float = 0.0,
+        group_commit_max: int = 1000,
+    ) -> None:
         self._dsn = to_asyncpg_dsn(database_url)
         self._pool_size = pool_size
         self._timeout_s = timeout_s
         self._pool: asyncpg.Pool | None = None
+        self.group = GroupCommit(self._upsert_group, group_commit_s, group_commit_max) if group_commit_s > 0 else None
 
     async def start(self) -> None:
         # min_size=0: no connection at start, so the edge comes up (and answers 503) while Postgres is down.
@@ -70,12 +100,35 @@ class PostgresSink:
 
     async def write(self, ping: DriverLocation) -> Outcome:
         assert self._pool is not None, "start() first"
+        if self.group is not None:
+            return await self.group.write(ping)  # type: ignore[return-value]
         try:
             async with asyncio.timeout(self._timeout_s):
                 stored = await drivers.upsert_one(self._pool, ping, self._timeout_s)
         except _DB_DOWN as exc:
             raise SinkUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        finally:
+            COMMITS.labels("single").inc()
         return "stored" if stored else "stale"
+
+    async def _upsert_group(self, pings: Sequence[DriverLocation]) -> list[str]:
+        return list(await self._write_many(pings, "group"))
+
+    async def write_many(self, pings: Sequence[DriverLocation]) -> list[Outcome]:
+        return await self._write_many(pings, "batch")
+
+    async def _write_many(self, pings: Sequence[DriverLocation], kind: str) -> list[Outcome]:
+        """All of ``pings`` in ONE upsert statement (newest seq per driver wins)."""
+        assert self._pool is not None, "start() first"
+        newest, winner = newest_per_driver(pings)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                changed = await drivers.upsert_locations_returning(self._pool, newest, self._timeout_s)
+        except _DB_DOWN as exc:
+            raise SinkUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        finally:
+            COMMITS.labels(kind).inc()
+        return ["stored" if w >= 0 and p.driver_id in changed else "stale" for p, w in zip(pings, winner, strict=True)]
 
     async def readiness(self) -> dict[str, bool]:
         if self._pool is None:
@@ -88,6 +141,8 @@ class PostgresSink:
         return {"database": True}
 
     async def close(self) -> None:
+        if self.group is not None:
+            await self.group.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -174,6 +229,12 @@ class KafkaSink:
             raise SinkUnavailable(f"broker unavailable: {type(exc).__name__}") from exc
         self._failures_in_a_row = 0
         return "acknowledged"
+
+    async def write_many(self, pings: Sequence[DriverLocation]) -> list[Outcome]:
+        """Produce every ping (each its own record, keyed by driver); answered together."""
+        if not pings:
+            return []
+        return list(await asyncio.gather(*(self.write(p) for p in pings)))
 
     def _list_topics(self) -> bool:
         from confluent_kafka.admin import AdminClient

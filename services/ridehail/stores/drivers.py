@@ -145,6 +145,20 @@ async def upsert_locations(session: AsyncSession, pings: Sequence[DriverLocation
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
 
 
+UPSERT_LOCATIONS_RETURNING_SQL = UPSERT_LOCATIONS_SQL + " RETURNING driver_id"
+
+
+async def upsert_locations_returning(conn: Any, pings: Sequence[DriverLocation], timeout_s: float) -> set[str]:
+    """The same one-statement batch upsert (newest seq wins) on an asyncpg connection or pool
+    (autocommit), for callers that answer per ping (the REST ingest edge's batch and group
+    commit): returns the driver ids whose row it changed. ``pings`` must hold at most one ping
+    per driver (coalesced by the caller, as matching does)."""
+    if not pings:
+        return set()
+    rows = await conn.fetch(UPSERT_LOCATIONS_RETURNING_SQL, _json_encoder.encode(pings).decode(), timeout=timeout_s)
+    return {r[0] for r in rows}
+
+
 async def free_drivers_in_cells(session: AsyncSession, cells: Sequence[int], seen_since_ms: int) -> list[FreeDriver]:
     """Available drivers without a ride, seen since ``seen_since_ms``, in the given grid cells
     (one scan of the ``ix_drivers_free_cell`` index)."""

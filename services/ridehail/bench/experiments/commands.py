@@ -19,37 +19,73 @@ def register(bench: typer.Typer) -> None:
     @bench.command("ingest")
     def bench_ingest(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
-        plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (throughput, latency, CPU) here."),
-        steps: str = typer.Option(
-            "500,1000,2000,5000,10000,20000,50000", "--steps", help="Fleet sizes at 1 Hz (pings offered per second)."
+        plot: Path = typer.Option(None, "--plot", help="Write a PNG plot (capacity, latency, CPU per run) here."),
+        arms: str = typer.Option(
+            "kafka,kafka-per-device,rest,rest-batch,rest-group-commit,rest-2-workers,rest-kafka",
+            "--arms",
+            help="Which arms to measure (also: rest-kafka-enqueue).",
         ),
-        paths: str = typer.Option(
-            "kafka,rest,rest-kafka,rest-kafka-enqueue", "--paths", help="Which ingestion paths to measure."
+        repeats: int = typer.Option(5, "--repeats", help="Runs per arm and point, in an interleaved order."),
+        rate_equal: float = typer.Option(1000.0, "--rate-equal", help="Pings/s offered at the equal (latency) point."),
+        rate_capacity: float = typer.Option(
+            50000.0, "--rate-capacity", help="Pings/s offered at the capacity point (above every arm's capacity)."
         ),
-        seconds: float = typer.Option(8.0, "--seconds", help="Measured window per step and path."),
-        warmup: float = typer.Option(2.0, "--warmup", help="Seconds of load before each window."),
-        connections: int = typer.Option(128, "--connections", help="HTTP keep-alive connections of the client."),
-        rest_db_pool: int = typer.Option(64, "--rest-db-pool", help="Postgres connections of the rest edge."),
+        seconds: float = typer.Option(3.0, "--seconds", help="Measured window per run."),
+        warmup: float = typer.Option(1.0, "--warmup", help="Seconds of load before each window."),
+        drivers: int = typer.Option(
+            2000, "--drivers", help="Simulated drivers (each pings rate/drivers times a second)."
+        ),
+        budget: float = typer.Option(
+            5.0,
+            "--budget",
+            help="Seconds a ping may take to be answered (HTTP time-out = producer message.timeout.ms).",
+        ),
+        batch_size: int = typer.Option(100, "--batch-size", help="rest-batch: most pings per request."),
+        batch_linger_ms: float = typer.Option(
+            10.0, "--batch-linger-ms", help="rest-batch: longest a ping waits for a batch."
+        ),
+        group_commit_ms: float = typer.Option(5.0, "--group-commit-ms", help="rest-group-commit: the edge's window."),
+        device_producers: int = typer.Option(
+            16, "--device-producers", help="kafka-per-device: librdkafka producers (one record per request each)."
+        ),
+        rest_db_pool: int = typer.Option(32, "--rest-db-pool", help="Postgres connections of each rest edge (worker)."),
     ) -> None:
-        """REST vs events for the same pings: throughput, latency, CPU, ping-to-row time per fleet size."""
-        from ridehail.bench.experiments.ingest_bench import run_ingest_bench
-        from ridehail.bench.experiments.report import ingest_table, plot_ingest
+        """The same pings through every arm at equal offered rates: latency, capacity, CPU, accounting."""
+        import sys
+
+        from ridehail.bench.experiments.ingest_study import run_ingest_study
+        from ridehail.bench.experiments.report_ingest import ingest_study_table, plot_ingest_study, progress_line
         from ridehail.common.logging import configure_logging
 
         configure_logging("WARNING")
+        arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
+
+        def progress(n: int, total: int, run: dict) -> None:  # type: ignore[type-arg]
+            print(progress_line(n, total, run), file=sys.stderr, flush=True)
+
         try:
-            step_list = tuple(int(s) for s in steps.split(",") if s.strip())
-        except ValueError:
-            raise typer.BadParameter(f"--steps must be comma-separated integers, got {steps!r}") from None
-        path_list = tuple(p.strip() for p in paths.split(",") if p.strip())
-        try:
-            result = run_ingest_bench(step_list, path_list, seconds, warmup, connections, rest_db_pool)
+            result = run_ingest_study(
+                arm_list,
+                repeats=repeats,
+                rate_equal=rate_equal,
+                rate_capacity=rate_capacity,
+                seconds=seconds,
+                warmup=warmup,
+                drivers=drivers,
+                budget_s=budget,
+                batch_size=batch_size,
+                batch_linger_ms=batch_linger_ms,
+                group_commit_ms=group_commit_ms,
+                device_producers=device_producers,
+                rest_db_pool=rest_db_pool,
+                progress=progress,
+            )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        ingest_table(result)
+        ingest_study_table(result)
         _write(result, json_path)
         if plot is not None:
-            plot_ingest(result, plot)
+            plot_ingest_study(result, plot)
             typer.echo(f"plot written to {plot}")
 
     @bench.command("outage")

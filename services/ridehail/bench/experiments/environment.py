@@ -11,6 +11,7 @@ import platform
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class CpuSet:
         return {name: self.meters[name].sample(comp.pids()) for name, comp in self.env.components().items()}
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine_info() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     return {
@@ -159,9 +164,12 @@ def bench_environment(
     prefix: str = "ridehail-exp-",
     rest_db_pool: int = 16,
     broker_kind: str = "tansu",
+    extra_edges: dict[str, dict[str, str]] | None = None,
     edge_env: dict[str, str] | None = None,
 ) -> Iterator[BenchEnvironment]:
-    """``edge_env``: extra environment of every ingest edge (e.g. ``RIDEHAIL_INGEST_TIMEOUT_S``)."""
+    """``paths``: the REST_PATHS edges to start; ``extra_edges``: more edges, name -> their
+    ``RIDEHAIL_INGEST_*`` settings (e.g. the ingest study's arms); ``edge_env``: extra environment
+    of every edge (e.g. ``RIDEHAIL_INGEST_TIMEOUT_S``)."""
     root = temp_root(prefix)
     postgres = PrivatePostgres(root)
     broker: PrivateBroker | PrivateCluster = PrivateCluster(root) if broker_kind == "kafka" else PrivateBroker(root)
@@ -193,10 +201,9 @@ def bench_environment(
         env.postgres_probe = postgres_probe(postgres.dsn)
         matching.start()
         started.append(matching)
-        for path in paths:
-            if path not in REST_PATHS:
-                continue
-            mode, ack = REST_PATHS[path]
+        edges = {p: {"RIDEHAIL_INGEST_MODE": m, "RIDEHAIL_INGEST_ACK": a} for p, (m, a) in REST_PATHS.items()}
+        wanted = {p: edges[p] for p in paths if p in REST_PATHS} | (extra_edges or {})
+        for path, own_env in wanted.items():
             port = free_port()
             edge = ServiceProcess(
                 f"ingest-{path}",
@@ -204,18 +211,19 @@ def bench_environment(
                 {
                     **common,
                     "RIDEHAIL_INGEST_PORT": str(port),
-                    "RIDEHAIL_INGEST_MODE": mode,
-                    "RIDEHAIL_INGEST_ACK": ack,
                     "RIDEHAIL_INGEST_DB_POOL_SIZE": str(rest_db_pool),
                     "RIDEHAIL_AUTH_BASE_URL": auth_url,  # the JWKS the edge verifies driver tokens with
                     **(edge_env or {}),
+                    **own_env,
                 },
                 port,
                 root,
             )
-            edge.start()
-            started.append(edge)
+            started.append(edge)  # closed on the way out even if it never became healthy
             env.edges[path] = edge
+        with ThreadPoolExecutor(max_workers=max(1, len(env.edges))) as pool:  # edges start side by side
+            for future in [pool.submit(edge.start) for edge in env.edges.values()]:
+                future.result()
         env.wait_matching_assigned()
         yield env
     finally:

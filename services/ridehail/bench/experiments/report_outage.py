@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ridehail.bench.experiments.report import PATH_COLOURS
+PATH_COLOURS = {"kafka": "#1f77b4", "rest": "#d62728", "rest-kafka": "#2ca02c", "rest-kafka-enqueue": "#9467bd"}
+
 
 ACKS_COLOURS = {"0": "#ff7f0e", "1": "#8c564b", "all": "#1f77b4"}
 

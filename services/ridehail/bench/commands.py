@@ -167,6 +167,28 @@ def register(bench: typer.Typer) -> None:
             json_path.write_text(json.dumps(result, indent=2) + "\n")
         print_result(result["summary"], json_path)
 
+    @bench.command("claims")
+    def bench_claims(
+        results: Path = typer.Option(Path("docs/experiments"), help="Folder with ingest/outage/scale/reply JSON."),
+        json_path: Path = typer.Option(None, "--json", help="Write the claims here (default RESULTS/claims.json)."),
+        readme: Path = typer.Option(None, help="Rewrite the claims table in this README (between its markers)."),
+    ) -> None:
+        """The eight claims with verdicts derived from the experiments' results; optionally the README table."""
+        from ridehail.bench.experiments.claims import ClaimsError, build_claims, write_readme_table
+
+        try:
+            claims = build_claims(results)
+            if readme is not None:
+                write_readme_table(readme, claims)
+        except ClaimsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        target = json_path or results / "claims.json"
+        target.write_text(json.dumps(claims, indent=2) + "\n")
+        for c in claims:
+            typer.echo(f"({c['id']}) {c['verdict']:9} {c['value']:g} {c['unit']}  {c['claim']}")
+        typer.echo(f"written to {target}")
+
     @bench.command("offers")
     def bench_offers(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),

@@ -96,8 +96,166 @@ def claim_3(scale: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _ingest_runs(ingest: dict[str, Any], point: str) -> list[dict[str, Any]]:
+    return [r for r in ingest["runs"] if r["point"] == point]
+
+
+def _median(ingest: dict[str, Any], arm: str, point: str, metric: str) -> Any:
+    return ingest["summary"].get(arm, {}).get(point, {}).get(metric, {}).get("median")
+
+
+def claim_1(ingest: dict[str, Any]) -> dict[str, Any]:
+    runs = [r for r in _ingest_runs(ingest, "equal") if r["arm"] == "kafka"]
+    trail = spread(
+        r["ping_to_row_ms"]["p50"] - r["latency_ms"]["p50"]
+        if r["ping_to_row_ms"]["p50"] is not None and r["latency_ms"]["p50"] is not None
+        else None
+        for r in runs
+    )
+    ack = _median(ingest, "kafka", "equal", "p50_ms")
+    rest = _median(ingest, "rest", "equal", "p50_ms")
+    rate = runs[0]["offered_per_s"] if runs else None
+    # the effect is asynchronous when the row trails the answer; the call is not when it waits too
+    verdict = "depends" if ack is not None and ack >= 1.0 else "supported"
+    return _claim(
+        1,
+        verdict,
+        "kafka: how far the row trails the broker's ack (ping-to-row p50 - ack p50)",
+        trail,
+        "ms",
+        f"at {rate:g} pings/s offered; the event producer still waits for the broker's ack (acks=all, "
+        f"p50 {ack} ms) as the REST caller waits for the commit (p50 {rest} ms): asynchronous in effect, "
+        "not in the call",
+        RESULT_FILES["ingest"],
+    )
+
+
+def claim_7(ingest: dict[str, Any]) -> dict[str, Any]:
+    runs = _ingest_runs(ingest, "capacity")
+    batch = _paired_ratio(runs, "persisted_per_s", "arm", "rest-batch", "rest")
+    per_device = _paired_ratio(runs, "persisted_per_s", "arm", "kafka", "kafka-per-device")
+    kafka_rest = _paired_ratio(runs, "persisted_per_s", "arm", "kafka", "rest")
+    med = {a: _median(ingest, a, "capacity", "persisted_per_s") for a in ingest["summary"]}
+    offered = runs[0]["offered_per_s"] if runs else None
+    massive = (batch["median"] or 0) >= 3 and (per_device["median"] or 0) >= 3
+    return _claim(
+        7,
+        "supported" if massive else "depends",
+        "capacity of REST with batched requests / REST with one request per ping, same repeat",
+        batch,
+        "x",
+        f"offered {offered:g} pings/s open-loop; the hit is one request per ping, on either transport: "
+        f"kafka with one shared (batching) producer / one producer per device {per_device['median']}x, "
+        f"kafka / REST per ping {kafka_rest['median']}x; medians in pings/s persisted: "
+        + ", ".join(f"{a} {v:,.0f}" for a, v in med.items() if v is not None),
+        RESULT_FILES["ingest"],
+    )
+
+
+def _outage(outage: dict[str, Any], broker: str, scenario: str, **match: Any) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in outage["summary"]
+        if e["broker"] == broker and e["scenario"] == scenario and all(e.get(k) == v for k, v in match.items())
+    ]
+
+
+def _one(entries: list[dict[str, Any]], what: str) -> dict[str, Any]:
+    if not entries:
+        raise ClaimsError(f"outage.json has no summary entry for {what}")
+    return max(entries, key=lambda e: e["budget_s"])  # the longest budget: what is lost is not a time-out
+
+
+def claim_2(outage: dict[str, Any]) -> dict[str, Any]:
+    sc = "broker-1-of-3"
+    by = {
+        a: _one(_outage(outage, "kafka", sc, path="kafka", acks=a), f"kafka acks={a}, {sc}") for a in ("0", "1", "all")
+    }
+    lost = {a: by[a]["acknowledged_but_lost"]["median"] for a in by}
+    verdict = "depends" if (lost["all"] or 0) == 0 and (lost["0"] or 0) > 0 else "supported"
+    return _claim(
+        2,
+        verdict,
+        "kafka acks=0: pings acknowledged, then lost, when one of three brokers is killed",
+        by["0"]["acknowledged_but_lost"],
+        "pings per run",
+        f"3-node cluster, RF 3, min ISR 2, {outage['config']['rate_per_arm_per_s']:g} pings/s per arm, budget "
+        f"{by['0']['budget_s']:g} s; acks=1 lost {lost['1']}, acks=all (idempotent) lost {lost['all']}: "
+        "fire-and-forget is a setting (acks=0), not a property of events",
+        RESULT_FILES["outage"],
+    )
+
+
+def claim_4(outage: dict[str, Any]) -> dict[str, Any]:
+    consumer = _one(_outage(outage, "kafka", "consumer", path="kafka", acks="all"), "kafka, consumer down")
+    pg = _outage(outage, "kafka", "postgres", path="kafka", acks="all")
+    pg_lost = max((e["lost"]["median"] or 0) for e in pg) if pg else None
+    lost = consumer["lost"]["median"]
+    return _claim(
+        4,
+        "supported" if lost == 0 and pg_lost == 0 else "depends",
+        "kafka path: seconds after matching returns until its backlog is worked off",
+        consumer["catch_up_s"],
+        "s",
+        f"matching down {outage['config']['outage_s']:g} s: lost {lost} (median); Postgres down: lost at most "
+        f"{pg_lost} at any budget (the broker held them); holds while the broker is up and keeps the records",
+        RESULT_FILES["outage"],
+    )
+
+
+def claim_5(outage: dict[str, Any]) -> dict[str, Any]:
+    rest = sorted(_outage(outage, "kafka", "postgres", path="rest"), key=lambda e: e["budget_s"])
+    if not rest:
+        raise ClaimsError("outage.json has no rest arms in the postgres scenario")
+    short, long_ = rest[0], rest[-1]
+    answers_503 = long_["answers"].get("503_retry_after", {}).get("median")
+    verdict = (
+        "depends"
+        if (short["lost_pct"]["median"] or 0) > 0 and (long_["lost_pct"]["median"] or 0) == 0
+        else ("supported" if (long_["lost_pct"]["median"] or 0) == 0 else "refuted")
+    )
+    return _claim(
+        5,
+        verdict,
+        f"REST, Postgres down {outage['config']['outage_s']:g} s: share lost, {short['budget_s']:g} s retry budget",
+        short["lost_pct"],
+        "%",
+        f"with a {long_['budget_s']:g} s budget (longer than the outage) {long_['lost_pct']['median']} % lost; "
+        f"the caller got 503 + Retry-After {answers_503} times (median) and retried; the budget, not REST, decides",
+        RESULT_FILES["outage"],
+    )
+
+
+def claim_6(outage: dict[str, Any]) -> dict[str, Any]:
+    cluster = _one(_outage(outage, "kafka", "broker-1-of-3", path="kafka", acks="all"), "kafka acks=all, 1 of 3")
+    single = _outage(outage, "tansu", "broker", path="kafka")
+    single_lost = max((e["lost_pct"]["median"] or 0) for e in single) if single else None
+    verdict = (
+        "depends"
+        if (cluster["lost_pct"]["median"] or 0) == 0 and (single_lost or 0) > 0
+        else ("supported" if (cluster["lost_pct"]["median"] or 0) > 0 else "refuted")
+    )
+    return _claim(
+        6,
+        verdict,
+        "kafka acks=all: share of pings lost when one node of a 3-node cluster is killed",
+        cluster["lost_pct"],
+        "%",
+        f"RF 3, min ISR 2: producers stalled {cluster['producer_stall_s']['median']} s (median); the single-node "
+        f"broker (tansu, in memory) restarted: {single_lost} % lost: one node is a central point of failure, "
+        "a replicated cluster survives one node (two down stop writes: min ISR 2)",
+        RESULT_FILES["outage"],
+    )
+
+
 BUILDERS: dict[int, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    1: ("ingest", claim_1),
+    2: ("outage", claim_2),
     3: ("scale", claim_3),
+    4: ("outage", claim_4),
+    5: ("outage", claim_5),
+    6: ("outage", claim_6),
+    7: ("ingest", claim_7),
 }
 
 

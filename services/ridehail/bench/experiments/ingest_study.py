@@ -25,11 +25,11 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-import psutil
 
 from ridehail.bench.experiments import ingest_arms as arms
+from ridehail.bench.experiments.arm_cpu import Cpu
 from ridehail.bench.experiments.environment import BenchEnvironment, bench_environment, load_average, machine_info
-from ridehail.bench.experiments.infra import CpuMeter, http_get
+from ridehail.bench.experiments.infra import http_get
 from ridehail.bench.experiments.ingest_summary import summarize
 from ridehail.bench.experiments.stats import bottleneck, interleaved_schedule, uncensored_percentiles_ms
 from ridehail.common.logging import get_logger
@@ -45,6 +45,23 @@ async def _applied(conn: asyncpg.Connection, pings: arms.Pings) -> np.ndarray:
     rows = await conn.fetch("SELECT driver_id, last_seq FROM drivers WHERE driver_id = ANY($1)", pings.ids)
     by_id = {r[0]: r[1] for r in rows}
     return np.array([max(0, by_id.get(d, 0) - pings.base) for d in pings.ids], dtype=np.int64)
+
+
+PING_TO_ROW_SQL = """
+SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.99) WITHIN GROUP (ORDER BY d)
+FROM (SELECT extract(epoch FROM updated_at) * 1000 - last_ts AS d FROM drivers
+      WHERE driver_id = ANY($1) AND updated_at > now() - interval '1 second') AS w
+"""
+
+
+async def _ping_to_row(conn: asyncpg.Connection, pings: arms.Pings) -> dict[str, Any]:
+    """rest: about the answer's latency; event paths: how far the row trails the broker's ack."""
+    n, p50, p99 = await conn.fetchrow(PING_TO_ROW_SQL, pings.ids)
+    return {"rows_written_in_last_s": int(n), "p50": _ms(p50), "p99": _ms(p99)}
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 1)
 
 
 def _account(ledger: arms.Ledger, applied: np.ndarray, drivers: int) -> dict[str, int]:
@@ -63,39 +80,6 @@ def _account(ledger: arms.Ledger, applied: np.ndarray, drivers: int) -> dict[str
         "persisted_unacknowledged": int((~acked & persisted).sum()),
         "rows_beyond_produced": int((applied > produced_per_driver).sum()),  # a row ahead of the load: 0
     }
-
-
-class Cpu:
-    """CPU seconds per component (postgres incl. backends, broker, matching, each edge worker) and
-    of this process (its event loop thread apart: the single-threaded part of the load generator)."""
-
-    def __init__(self, env: BenchEnvironment, components: tuple[str, ...]) -> None:
-        self.env = env
-        self.components = components
-        self.meters: dict[str, CpuMeter] = {}
-
-    def _pids(self) -> dict[str, list[int]]:
-        comps = self.env.components()
-        out: dict[str, list[int]] = {}
-        for name in self.components:
-            pids = comps[name].pids()
-            if name.startswith("ingest["):  # each worker alone: each is single-threaded
-                for i, pid in enumerate(sorted(pids)):
-                    out[f"{name} worker {i + 1}"] = [pid]
-            else:
-                out[name] = pids
-        return out
-
-    def snapshot(self) -> dict[str, float]:
-        out = {}
-        for name, pids in self._pids().items():
-            meter = self.meters.setdefault(name, CpuMeter())
-            out[name] = meter.sample(pids)
-        out["load generator (event loop)"] = time.thread_time()
-        out["load generator (process)"] = time.process_time()
-        t = psutil.cpu_times()
-        out["machine busy"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
-        return out
 
 
 async def _drain(
@@ -166,6 +150,7 @@ async def run_once(
     await asyncio.sleep(opts["seconds"])
     cpu1 = cpu.snapshot()
     applied1 = int((await _applied(conn, pings)).sum())
+    ping_to_row = await _ping_to_row(conn, pings)
     w1 = time.monotonic()
     stop.set()
     await pacer
@@ -212,6 +197,7 @@ async def run_once(
         "acknowledged_per_s": round(float(acked.sum()) / wall, 1),
         "persisted_per_s": round(persisted_per_s, 1),
         "latency_ms": uncensored_percentiles_ms(in_budget, unanswered, (50, 99, 99.9)),
+        "ping_to_row_ms": ping_to_row,  # updated_at - the ping's ts, rows written in the window's last second
         "errors": dict(ledger.errors),
         "expired_in_client": getattr(load, "expired_in_client", 0),
         "accounting": accounting,

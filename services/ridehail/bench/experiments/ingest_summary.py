@@ -28,6 +28,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "acknowledged_per_s": spread(r["acknowledged_per_s"] for r in rs),
                 "p50_ms": spread(r["latency_ms"]["p50"] for r in rs),
                 "p99_ms": spread(r["latency_ms"]["p99"] for r in rs),
+                "ping_to_row_p50_ms": spread(r["ping_to_row_ms"]["p50"] for r in rs),
                 "unanswered_share": spread(
                     r["latency_ms"]["unanswered"] / r["latency_ms"]["n"] if r["latency_ms"]["n"] else None for r in rs
                 ),

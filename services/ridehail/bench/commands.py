@@ -134,7 +134,7 @@ def register(bench: typer.Typer) -> None:
         instances: str = typer.Option("1,2,4", help="Matching instance counts in one consumer group."),
         repeats: int = typer.Option(5, min=1, help="Runs of every count, interleaved."),
         cpu_quota: float = typer.Option(0.15, min=0.0, help="CPU cores per instance (cgroup quota; 0: none)."),
-        drivers: int = typer.Option(20_000, min=1, help="Drivers in the backlog."),
+        drivers: int = typer.Option(10_000, min=1, help="Drivers in the backlog."),
         rounds: int = typer.Option(5, min=1, help="Pings per driver in the backlog."),
         fleet: int = typer.Option(1000, min=1, help="Parked drivers pinging every second (steady load)."),
         requests: int = typer.Option(60, min=1, help="Measured ride requests per run."),

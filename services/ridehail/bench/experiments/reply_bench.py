@@ -208,6 +208,8 @@ async def _responder_down(
             learned.setdefault(o, []).append(t - d)
     late = kafka.correlator.late_between(tag, marks["down"], marks["ready"]) if path == "kafka" else []
     unanswered = sum(1 for _, o, _ in down if o != "ok")
+    # no reply at all within the time-out (an error status is a reply: the caller heard back)
+    no_reply = sum(1 for _, o, _ in down if o != "ok" and not o.startswith("status_"))
     first_ok = min((t for _, o, t in events if o == "ok" and t >= marks["ready"]), default=None)
     out = {
         "operation": op,
@@ -219,12 +221,16 @@ async def _responder_down(
         "answered": len(down) - unanswered,
         "unanswered": unanswered,
         "errors_by_kind": dict(sorted(Counter(o for _, o, _ in down if o != "ok").items())),
-        "time_until_caller_learned_s": {k: _secs(v) for k, v in sorted(learned.items())},
+        "time_until_caller_learned_s": {
+            **{k: _secs(v) for k, v in sorted(learned.items())},
+            "any_error": _secs([x for v in learned.values() for x in v]),
+        },
         "first_answer_after_ready_s": round(first_ok - marks["ready"], 3) if first_ok is not None else None,
         "late_replies": len(late),
         "late_reply_age_s": _secs([a - d for d, a in late]),
         "late_reply_after_ready_s": _secs([a - marks["ready"] for _, a in late]),
-        "never_answered": unanswered - len(late),
+        "no_reply_within_timeout": no_reply,
+        "never_answered": no_reply - len(late),
         "while_stopping": dict(
             sorted(Counter(o for d, o, _ in events if marks["stopping"] <= d < marks["down"]).items())
         ),
@@ -259,6 +265,7 @@ def summarise(runs: list[dict[str, Any]], operations: tuple[str, ...]) -> dict[s
                 "p99_ms": spread(r["p99_ms"] for r in mine),
                 "answered_share": spread(r["answered"] / r["offered"] if r["offered"] else None for r in mine),
                 "responder_cores": spread(_responder_cores(r) for r in mine),
+                "broker_cores": spread(r["cpu_cores"].get("broker") for r in mine),
             }
         rest, kafka = out[f"rest:{op}"]["p50_ms"]["median"], out[f"kafka:{op}"]["p50_ms"]["median"]
         out[f"ratio_kafka_over_rest_median_p50:{op}"] = round(kafka / rest, 3) if rest and kafka else None
@@ -266,8 +273,9 @@ def summarise(runs: list[dict[str, Any]], operations: tuple[str, ...]) -> dict[s
 
 
 def _responder_cores(run: dict[str, Any]) -> float:
-    """CPU of what answers the caller: the REST service, or the Kafka responder plus the broker."""
-    cores = [float(v) for k, v in run["cpu_cores"].items() if k not in ("postgres", "caller (bench process)")]
+    """CPU of the process that answers: the REST service, or the Kafka responder (the broker's CPU
+    is reported apart: it also serves the idle polls of every other consumer on it)."""
+    cores = [float(v) for k, v in run["cpu_cores"].items() if k not in ("postgres", "broker", "caller (bench process)")]
     return round(sum(cores), 3)
 
 

@@ -231,6 +231,8 @@ async def _responder_down(
         "late_reply_after_ready_s": _secs([a - marks["ready"] for _, a in late]),
         "no_reply_within_timeout": no_reply,
         "never_answered": no_reply - len(late),
+        # fresh requests after the return (Kafka: queued behind the outage's backlog of stale ones)
+        "after_ready": dict(sorted(Counter(o for d, o, _ in events if d >= marks["ready"]).items())),
         "while_stopping": dict(
             sorted(Counter(o for d, o, _ in events if marks["stopping"] <= d < marks["down"]).items())
         ),

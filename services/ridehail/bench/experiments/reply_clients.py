@@ -130,21 +130,22 @@ class RestCaller:
         remaining = max(0.001, deadline - time.monotonic())
         base = self.base_urls[operation]
         try:
-            if operation == "login":
-                form = {"grant_type": "password", "username": payload["username"], "password": payload["password"]}
-                r = await self.client.post(f"{base}/auth/token", data=form, timeout=remaining)
-            else:
-                headers = {"Authorization": f"Bearer {payload['token']}"}
-                r = await self.client.post(
-                    f"{base}/api/rides", json=payload["ride"], headers=headers, timeout=remaining
-                )
+            # httpx's timeout bounds each phase (connect, write, read); wait_for makes it one deadline
+            r = await asyncio.wait_for(self._post(operation, base, payload, remaining), remaining)
         except httpx.ConnectError:
             return "connection_refused"
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             return "timeout"
         except httpx.HTTPError as exc:
             return f"http_error_{type(exc).__name__}"
         return OK if 200 <= r.status_code < 300 else f"status_{r.status_code}"
+
+    async def _post(self, operation: str, base: str, payload: dict[str, Any], timeout: float) -> httpx.Response:
+        if operation == "login":
+            form = {"grant_type": "password", "username": payload["username"], "password": payload["password"]}
+            return await self.client.post(f"{base}/auth/token", data=form, timeout=timeout)
+        headers = {"Authorization": f"Bearer {payload['token']}"}
+        return await self.client.post(f"{base}/api/rides", json=payload["ride"], headers=headers, timeout=timeout)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -172,12 +172,15 @@ async def _responder_down(
     comp = env.responder(path, op)
     pre, outage = 1.5, cfg["outage_seconds"]
     marks: dict[str, float] = {}
+    probe: list[float] = []
 
     async def outage_then_return(t0: float) -> None:
         await asyncio.sleep(max(0.0, t0 + pre - time.monotonic()))
         marks["stopping"] = time.monotonic()
         await asyncio.to_thread(comp.stop)
         marks["down"] = time.monotonic()
+        if path == "rest":  # the transport's floor: a bare TCP connect to the closed port, same loop
+            probe.extend([await _refused_connect_s(comp.port) for _ in range(5)])
         await asyncio.sleep(max(0.0, marks["down"] + outage - time.monotonic()))
         marks["restart"] = time.monotonic()
         await asyncio.to_thread(comp.start)
@@ -225,6 +228,7 @@ async def _responder_down(
             **{k: _secs(v) for k, v in sorted(learned.items())},
             "any_error": _secs([x for v in learned.values() for x in v]),
         },
+        "bare_tcp_connect_refused_s": _secs(probe) if probe else None,
         "first_answer_after_ready_s": round(first_ok - marks["ready"], 3) if first_ok is not None else None,
         "late_replies": len(late),
         "late_reply_age_s": _secs([a - d for d, a in late]),
@@ -243,6 +247,16 @@ async def _responder_down(
         f"late replies {out['late_replies']}"
     )
     return out
+
+
+async def _refused_connect_s(port: int) -> float:
+    t0 = time.monotonic()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    except OSError:
+        pass
+    return time.monotonic() - t0
 
 
 def _secs(values: list[float]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ def test_reply_bench_small_run_accounts_for_every_request(tmp_path) -> None:  # 
     rest, kafka = down["rest"], down["kafka"]
     assert rest["late_replies"] == 0  # a refused connection leaves nothing behind to answer later
     assert rest["time_until_caller_learned_s"]["any_error"]["median"] < TIMEOUT_S
+    assert rest["bare_tcp_connect_refused_s"]["median"] < 0.05  # the transport refuses at once
     # the Kafka caller only learns by its own time-out (the request sits in the topic)
     assert kafka["errors_by_kind"].get("timeout", 0) > 0
     assert kafka["time_until_caller_learned_s"]["timeout"]["min"] >= TIMEOUT_S * 0.99

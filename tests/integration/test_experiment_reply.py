@@ -14,18 +14,18 @@ from ridehail.bench.experiments.report_reply import plot_reply
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 2.0
+TIMEOUT_S = 1.0
 
 
 def test_reply_bench_small_run_accounts_for_every_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = run_reply_bench(
         repeats=1,
         rate=4.0,
-        seconds=1.5,
-        warmup=0.5,
+        seconds=1.0,
+        warmup=0.3,
         timeout=TIMEOUT_S,
-        outage_seconds=1.0,
-        after_seconds=1.0,
+        outage_seconds=0.5,
+        after_seconds=0.5,
         operations=("login",),
     )
     json.dumps(result)  # serialisable

@@ -4,6 +4,7 @@ pending request; a reply after the caller gave up is counted as late for its run
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -68,3 +69,24 @@ def test_bench_topics_stay_out_of_the_production_registry() -> None:
     names = {s.name for s in bench_topics("r1")}
     assert names == {request_topic("login"), request_topic("ride"), reply_topic("r1")}
     assert not names & {s.name for s in all_topic_specs()}
+
+
+def test_the_pacer_sends_each_request_at_its_own_due_time() -> None:
+    from ridehail.bench.experiments.reply_clients import paced
+
+    async def scenario() -> list[tuple[int, float, float]]:
+        sent: list[tuple[int, float, float]] = []
+        stop = asyncio.Event()
+        task = asyncio.create_task(paced(20.0, lambda k, due: sent.append((k, due, time.monotonic())), stop))
+        await asyncio.sleep(0.22)
+        stop.set()
+        await task
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert [k for k, _, _ in sent] == list(range(len(sent))) and 4 <= len(sent) <= 6
+    start = sent[0][1]
+    for k, due, at in sent:
+        assert due == pytest.approx(start + k / 20.0)
+        assert at >= due - 1e-6  # never early
+        assert at - due < 0.04  # and not one interval (50 ms) late

@@ -33,6 +33,7 @@ def test_reply_bench_small_run_accounts_for_every_request(tmp_path) -> None:  # 
     assert {"load_avg_at_start", "load_avg_at_end", "cpu_count"} <= set(result["machine"])
     assert result["config"]["timeout"] == TIMEOUT_S
     assert result["password_hashing"]["verify_ms_median"] > 0
+    assert {"broker", "postgres", "caller (bench process)"} <= set(result["idle_cores"])
     assert sorted((r["path"], r["operation"]) for r in result["runs"]) == [("kafka", "login"), ("rest", "login")]
     for run in result["runs"]:
         assert run["offered"] == run["answered"] + run["unanswered"]

@@ -118,6 +118,11 @@ async def _arms(env: ReplyEnvironment, cfg: dict[str, Any], operations: tuple[st
     rest = RestCaller(env.base_urls(), cfg["concurrency"])
     callers: dict[str, Caller] = {"rest": rest, "kafka": kafka}
     ledger = CpuLedger(env)
+    # what every process burns with no requests at all (the broker polls for every consumer)
+    before = ledger.mark()
+    await asyncio.sleep(2.0)
+    after = ledger.mark()
+    idle = {k: round((after[k] - before[k]) / 2.0, 3) for k in after}
     arms = [f"{p}:{op}" for op in operations for p in PATHS]
     schedule = interleaved_schedule(arms, cfg["repeats"], seed=cfg["seed"])
     runs: list[dict[str, Any]] = []
@@ -158,7 +163,7 @@ async def _arms(env: ReplyEnvironment, cfg: dict[str, Any], operations: tuple[st
     finally:
         await rest.close()
         await asyncio.to_thread(kafka.close)
-    return [{"runs": runs, "responder_down": outages}]
+    return [{"runs": runs, "responder_down": outages, "idle_cores": idle}]
 
 
 async def _responder_down(
@@ -340,6 +345,7 @@ def run_reply_bench(
         "machine": machine,
         "config": cfg,
         "password_hashing": hashing,
+        "idle_cores": result["idle_cores"],
         "runs": result["runs"],
         "summary": summarise(result["runs"], operations),
         "responder_down": result["responder_down"],

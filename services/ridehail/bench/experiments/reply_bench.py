@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +38,10 @@ from ridehail.bench.experiments.stats import interleaved_schedule, spread, uncen
 from ridehail.domain.geo import SERVICE_AREA
 
 PATHS = ("rest", "kafka")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _progress(text: str) -> None:
@@ -335,9 +341,17 @@ def run_reply_bench(
     hashing = password_hash_cost_ms()
     stored = hashing.pop("stored_hash")
     _progress("starting postgres, broker, auth, gateway and the Kafka responders")
-    with reply_environment(operations, stored) as env:
-        _progress(f"ready after {time.monotonic() - started:.1f} s")
-        result = asyncio.run(_arms(env, cfg, operations))[0]
+    # SIGTERM unwinds like Ctrl-C, so the child processes (own sessions) are stopped, not orphaned
+    previous = (
+        signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
+    try:
+        with reply_environment(operations, stored) as env:
+            _progress(f"ready after {time.monotonic() - started:.1f} s")
+            result = asyncio.run(_arms(env, cfg, operations))[0]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     load1, load5, _ = os.getloadavg()
     machine["load_avg_at_end"] = [round(load1, 2), round(load5, 2)]
     return {

@@ -16,6 +16,10 @@ def _write(result: dict, json_path: Path | None) -> None:  # type: ignore[type-a
 
 
 def register(bench: typer.Typer) -> None:
+    from ridehail.bench.experiments.reply_commands import register_reply
+
+    register_reply(bench)  # ``bench reply``: its options live in its own module
+
     @bench.command("ingest")
     def bench_ingest(
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),

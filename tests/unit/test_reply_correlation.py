@@ -72,7 +72,7 @@ def test_bench_topics_stay_out_of_the_production_registry() -> None:
 
 
 def test_the_pacer_sends_each_request_at_its_own_due_time() -> None:
-    from ridehail.bench.experiments.reply_clients import paced
+    from ridehail.bench.experiments.load import paced
 
     async def scenario() -> list[tuple[int, float, float]]:
         sent: list[tuple[int, float, float]] = []

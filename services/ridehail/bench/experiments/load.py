@@ -53,15 +53,17 @@ class PingMaker:
 
 
 async def paced(rate: float, emit: Callable[[int, float], None], stop: asyncio.Event, start_k: int = 0) -> int:
-    """Call ``emit(k, due_time)`` ``rate`` times per second until ``stop``; returns pings emitted."""
+    """Call ``emit(k, due)`` for item k as soon as its due time ``start + k / rate`` has come (not
+    one interval later: at a few per second that interval would be most of a latency), until
+    ``stop``; returns the number emitted."""
     start = time.monotonic()
     k = 0
     while not stop.is_set():
-        due = int(rate * (time.monotonic() - start))
-        while k < due:
+        due_count = int(rate * (time.monotonic() - start)) + 1  # items whose due time has come
+        while k < due_count:
             emit(start_k + k, start + k / rate)
             k += 1
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(min(0.005, max(0.0, start + k / rate - time.monotonic())))
     return k
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.reply_correlation import (
     HEADER_CORRELATION,
     HEADER_REPLY_TO,
@@ -31,21 +32,6 @@ from ridehail.bench.experiments.reply_correlation import (
 from ridehail.common.kafka import EventProducer, consumer_config, message_headers
 
 OK = "ok"
-
-
-async def paced(rate: float, emit: Callable[[int, float], None], stop: asyncio.Event) -> int:
-    """Call ``emit(k, due)`` for request k as soon as its due time ``start + k / rate`` has come,
-    until ``stop``; returns the number emitted. (Request k is emitted at its own due time, not
-    one interval later: at a few requests per second that interval would be most of a latency.)"""
-    start = time.monotonic()
-    k = 0
-    while not stop.is_set():
-        due_count = int(rate * (time.monotonic() - start)) + 1  # requests whose due time has come
-        while k < due_count:
-            emit(k, start + k / rate)
-            k += 1
-        await asyncio.sleep(min(0.005, max(0.0, start + k / rate - time.monotonic())))
-    return k
 
 
 class Caller(Protocol):

@@ -30,7 +30,9 @@ def register(bench: typer.Typer) -> None:
             help="Which arms to measure (also: rest-kafka-enqueue).",
         ),
         repeats: int = typer.Option(5, "--repeats", help="Runs per arm and point, in an interleaved order."),
-        rate_equal: float = typer.Option(1000.0, "--rate-equal", help="Pings/s offered at the equal (latency) point."),
+        rate_equal: float = typer.Option(
+            300.0, "--rate-equal", help="Pings/s offered at the equal (latency) point (one every arm sustains)."
+        ),
         rate_capacity: float = typer.Option(
             50000.0, "--rate-capacity", help="Pings/s offered at the capacity point (above every arm's capacity)."
         ),

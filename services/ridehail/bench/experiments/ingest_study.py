@@ -37,6 +37,7 @@ from ridehail.common.logging import get_logger
 log = get_logger(__name__)
 
 MALFORMED_PER_RUN = 10
+INGEST_BROKER = "embedded tansu (memory storage), one node"  # bench_environment's default broker
 SEQ_BASE_STEP = 1_000_000  # a run's seqs start above every seq of the previous runs
 
 
@@ -256,7 +257,7 @@ async def _warm_edges(env: BenchEnvironment, pings: arms.Pings, names: list[str]
 def run_ingest_study(
     arms_wanted: tuple[str, ...] = arms.DEFAULT_ARMS,
     repeats: int = 5,
-    rate_equal: float = 1000.0,
+    rate_equal: float = 300.0,
     rate_capacity: float = 50000.0,
     seconds: float = 3.0,
     warmup: float = 1.0,
@@ -354,6 +355,7 @@ def run_ingest_study(
             "timed out at the capacity point; those pings are counted as failed (lost unless persisted)",
         },
         "rest_db_pool": rest_db_pool,
+        "broker": INGEST_BROKER,
         "malformed_per_run": MALFORMED_PER_RUN,
         "drain": f"until every acknowledged ping is in Postgres and the rows did not change for {settle_s} s "
         "(at most 30 s; drain_s null if not)",

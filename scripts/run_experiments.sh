@@ -8,12 +8,17 @@
 # Everything runs against private brokers and a private embedded Postgres in temp folders. The
 # Kafka cluster needs Java 17 + Maven (jars from Maven Central, cached in ~/.m2); the CPU quotas and
 # the network-partition scenarios need root. Each bench prints one progress line per run.
-# Shorter, for a look (not for the docs): QUICK=1 scripts/run_experiments.sh
+# Shorter, for a look (one run per point, written to a temp folder): QUICK=1 scripts/run_experiments.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RIDEHAIL="${RIDEHAIL:-.venv/bin/ridehail}"
 [ -x "$RIDEHAIL" ] || RIDEHAIL=ridehail
 OUT="${OUT:-docs/experiments}"
+if [ -n "${QUICK:-}" ] && [ "$OUT" = docs/experiments ]; then
+  OUT=$(mktemp -d /tmp/ridehail-experiments-quick.XXXXXX)  # a look, never the committed results
+  cp docs/experiments/README.md "$OUT/README.md"
+  echo "QUICK=1: writing to $OUT, not docs/experiments" >&2
+fi
 mkdir -p "$OUT"
 
 REPEATS="${REPEATS:-5}"

@@ -118,6 +118,7 @@ def test_summary_spreads_runs_per_arm_and_point() -> None:
             "persisted_per_s": v,
             "acknowledged_per_s": v,
             "latency_ms": {"p50": 1.0, "p99": None, "n": 10, "unanswered": 1},
+            "ping_to_row_ms": {"rows_written_in_last_s": 5, "p50": 2.0, "p99": 3.0},
             "cpu_ms_per_1k_pings": 5.0,
             "client_cpu_cores": {"event_loop": 0.1},
             "bottleneck": "postgres CPU (0.9 of its 1 core)",

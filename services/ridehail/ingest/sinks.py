@@ -100,8 +100,12 @@ class PostgresSink:
 
     async def write(self, ping: DriverLocation) -> Outcome:
         assert self._pool is not None, "start() first"
-        if self.group is not None:
-            return await self.group.write(ping)  # type: ignore[return-value]
+        if self.group is not None:  # the same deadline as a single write, plus the group's window
+            try:
+                async with asyncio.timeout(self._timeout_s + self.group.window_s):
+                    return await self.group.write(ping)  # type: ignore[return-value]
+            except TimeoutError as exc:
+                raise SinkUnavailable("database unavailable: group commit timed out") from exc
         try:
             async with asyncio.timeout(self._timeout_s):
                 stored = await drivers.upsert_one(self._pool, ping, self._timeout_s)

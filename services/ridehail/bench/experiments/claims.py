@@ -90,9 +90,10 @@ def claim_3(scale: dict[str, Any]) -> dict[str, Any]:
         f"backlog throughput of {hi} matching instances / {lo}, same repeat",
         s,
         "x",
-        f"each instance held to {quota} core (cgroup quota), {scale['config']['location_partitions']} partitions; "
+        (f"each instance held to {quota} core (cgroup quota)" if quota else "no CPU quota (instances share the cores)")
+        + f", {scale['config']['location_partitions']} partitions; "
         f"mean pickup ETA {eta_lo} s at {lo} vs {eta_hi} s at {hi} instance(s); {double} rides assigned twice; "
-        "the machine's 2 cores bound it without a quota",
+        "Postgres and the broker outside the quota, on the same machine",
         RESULT_FILES["scale"],
     )
 
@@ -124,9 +125,9 @@ def claim_1(ingest: dict[str, Any]) -> dict[str, Any]:
         "kafka: how far the row trails the broker's ack (ping-to-row p50 - ack p50)",
         trail,
         "ms",
-        f"at {rate:g} pings/s offered; the event producer still waits for the broker's ack (acks=all, "
-        f"p50 {ack} ms) as the REST caller waits for the commit (p50 {rest} ms): asynchronous in effect, "
-        "not in the call",
+        f"at {rate:g} pings/s offered; the event producer waits for the broker's ack (acks=all, "
+        f"p50 {ack} ms) as the REST caller waits for the commit (p50 {rest} ms)"
+        + (": asynchronous in effect, not in the call" if verdict == "depends" else ""),
         RESULT_FILES["ingest"],
     )
 
@@ -138,7 +139,8 @@ def claim_7(ingest: dict[str, Any]) -> dict[str, Any]:
     kafka_rest = _paired_ratio(runs, "persisted_per_s", "arm", "kafka", "rest")
     med = {a: _median(ingest, a, "capacity", "persisted_per_s") for a in ingest["summary"]}
     offered = runs[0]["offered_per_s"] if runs else None
-    massive = (batch["median"] or 0) >= 3 and (per_device["median"] or 0) >= 3
+    # the controls on one transport decide; the per-device arm runs on tansu (see the condition)
+    massive = batch["median"] is not None and batch["median"] >= 3
     return _claim(
         7,
         "supported" if massive else "depends",
@@ -146,8 +148,9 @@ def claim_7(ingest: dict[str, Any]) -> dict[str, Any]:
         batch,
         "x",
         f"offered {offered:g} pings/s open-loop, broker: {ingest['config'].get('broker', INGEST_BROKER)}; "
-        "the hit is one request per ping, on either transport: "
-        f"kafka with one shared (batching) producer / one producer per device {per_device['median']}x, "
+        "the hit is one request per ping: "
+        f"kafka shared (batching) producer / one producer per device {per_device['median']}x (on tansu, whose "
+        "per-device producers mostly timed out at this load), "
         f"kafka / REST per ping {kafka_rest['median']}x; medians in pings/s persisted: "
         + ", ".join(f"{a} {v:,.0f}" for a, v in med.items() if v is not None),
         RESULT_FILES["ingest"],
@@ -183,8 +186,9 @@ def claim_2(outage: dict[str, Any]) -> dict[str, Any]:
         by["all"]["producer_stall_s"],
         "s",
         f"3-node cluster, RF 3, min ISR 2, {outage['config']['rate_per_arm_per_s']:g} pings/s per arm, "
-        f"budget {by['all']['budget_s']:g} s: acks=all lost {silent['all']['max']:g} acknowledged pings in any run "
-        f"(every failure was reported to the caller); acks=1 lost up to {silent['1']['max']:g}, acks=0 up to "
+        f"budget {by['all']['budget_s']:g} s: acks=all lost {silent['all']['max']:g} acknowledged pings in any run"
+        + (" (every failure was reported to the caller)" if silent["all"]["max"] == 0 else "")
+        + f"; acks=1 lost up to {silent['1']['max']:g}, acks=0 up to "
         f"{silent['0']['max']:g} per run without the caller knowing: fire-and-forget is the acks=0/1 setting",
         RESULT_FILES["outage"],
     )
@@ -193,15 +197,17 @@ def claim_2(outage: dict[str, Any]) -> dict[str, Any]:
 def claim_4(outage: dict[str, Any]) -> dict[str, Any]:
     consumer = _one(_outage(outage, "kafka", "consumer", path="kafka", acks="all"), "kafka, consumer down")
     pg = _outage(outage, "kafka", "postgres", path="kafka", acks="all")
-    pg_lost = max((e["lost"]["median"] or 0) for e in pg) if pg else None
-    lost = consumer["lost"]["median"]
+    if not pg:
+        raise ClaimsError("outage.json has no kafka acks=all arms in the postgres scenario")
+    pg_lost = max(e["lost"]["max"] for e in pg)  # in any run, at any budget
+    lost = consumer["lost"]["max"]
     return _claim(
         4,
         "supported" if lost == 0 and pg_lost == 0 else "depends",
         "kafka path: seconds after matching returns until its backlog is worked off",
         consumer["catch_up_s"],
         "s",
-        f"matching down {outage['config']['outage_s']:g} s: lost {lost:g} (median); Postgres down: lost at most "
+        f"matching down {outage['config']['outage_s']:g} s: lost {lost:g} in any run; Postgres down: lost at most "
         f"{pg_lost:g} at any budget (the broker held them); holds while the broker is up and keeps the records",
         RESULT_FILES["outage"],
     )
@@ -224,7 +230,9 @@ def claim_5(outage: dict[str, Any]) -> dict[str, Any]:
         f"REST, Postgres down {outage['config']['outage_s']:g} s: share lost, {short['budget_s']:g} s retry budget",
         short["lost_pct"],
         "%",
-        f"with a {long_['budget_s']:g} s budget (longer than the outage) {long_['lost_pct']['median']} % lost; "
+        f"with a {long_['budget_s']:g} s budget"
+        + (" (longer than the outage)" if long_["budget_s"] > outage["config"]["outage_s"] else "")
+        + f" {long_['lost_pct']['median']} % lost; "
         f"the caller got 503 + Retry-After {answers_503:g} times (median) and retried; the budget, not REST, decides",
         RESULT_FILES["outage"],
     )
@@ -242,11 +250,11 @@ def claim_6(outage: dict[str, Any]) -> dict[str, Any]:
         "kafka acks=all, one node of a 3-node cluster killed: share of pings lost",
         cluster["lost_pct"],
         "%",
-        f"RF 3, min ISR 2, budget {cluster['budget_s']:g} s: 0 of them acknowledged and lost in any run "
-        f"(max {c_lost:g}); producers stalled {cluster['producer_stall_s']['median']} s (median). The single-node "
+        f"RF 3, min ISR 2, budget {cluster['budget_s']:g} s: {c_lost:g} acknowledged and lost in any run; "
+        f"producers stalled {cluster['producer_stall_s']['median']} s (median). The single-node "
         f"broker (tansu, memory storage) restarted: up to {s_lost:g} acknowledged pings per run gone with it, "
         f"{single['lost_pct']['median']} % lost: one node is a central point of failure, three survive one "
-        "(two down stop all writes: min ISR 2)",
+        "(two down, below min ISR 2, stop writes: not run here)",
         RESULT_FILES["outage"],
     )
 
@@ -271,8 +279,9 @@ def claim_8(reply: dict[str, Any]) -> dict[str, Any]:
         ratio,
         "x",
         f"{reply['config'].get('rate')} requests/s, equal concurrency and time-out; ride request {ride['median']}x; "
-        f"responder down: the REST caller knew in {learned('rest')} s, the Kafka caller at its time-out "
-        f"({learned('kafka')} s) and {late} requests were answered after their callers had given up",
+        f"responder down (one run per path): the REST caller knew in {learned('rest')} s, "
+        f"the Kafka caller at its time-out ({learned('kafka')} s) and {late} requests were answered "
+        "after their callers had given up",
         RESULT_FILES["reply"],
     )
 
@@ -302,7 +311,12 @@ def build_claims(results_dir: Path) -> list[dict[str, Any]]:
         source, build = BUILDERS[cid]
         if source not in loaded:
             raise ClaimsError(f"claim {cid} needs {results_dir / RESULT_FILES[source]}; run scripts/run_experiments.sh")
-        claims.append(build(loaded[source]))
+        try:
+            claims.append(build(loaded[source]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            if isinstance(exc, ClaimsError):
+                raise
+            raise ClaimsError(f"claim {cid}: {RESULT_FILES[source]} lacks what it needs ({exc!r})") from exc
     validate_claims(claims)
     return claims
 

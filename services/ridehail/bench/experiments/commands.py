@@ -103,8 +103,8 @@ def register(bench: typer.Typer) -> None:
         scenarios: str = typer.Option(
             None,
             "--scenarios",
-            help="What to stop. kafka: postgres, consumer, broker-1-of-3 (default), broker-2-of-3, partition-1-of-3, "
-            "cluster-restart; tansu: broker (default), consumer, postgres.",
+            help="What to stop. kafka: postgres, consumer, broker-1-of-3 (the default: these three), broker-2-of-3, "
+            "partition-1-of-3, cluster-restart; tansu: broker (the default), consumer, postgres.",
         ),
         broker: str = typer.Option(
             "kafka,tansu",

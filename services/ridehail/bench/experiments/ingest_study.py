@@ -217,7 +217,8 @@ async def run_once(
 async def _paced(ledger: arms.Ledger, total: int, emit: Any, stop: asyncio.Event) -> int:
     k = 0
     while not stop.is_set():
-        due = min(total, int(ledger.rate * (time.monotonic() - ledger.start)))
+        elapsed = time.monotonic() - ledger.start  # ping k goes out at its due time start + k / rate
+        due = min(total, int(ledger.rate * elapsed) + 1) if elapsed >= 0 else 0
         while k < due:
             emit(k, ledger.start + k / ledger.rate)
             k += 1

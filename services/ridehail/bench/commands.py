@@ -25,6 +25,17 @@ def print_result(result: object, json_path: Path | None) -> None:
         typer.echo(f"written to {json_path}")
 
 
+def instance_counts(instances: str) -> tuple[int, ...]:
+    """``--instances 1,2,4`` as counts, or a usage error."""
+    try:
+        counts = tuple(int(x) for x in instances.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--instances wants counts like 1,2,4, not {instances!r}") from None
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("--instances wants counts of at least 1")
+    return counts
+
+
 def register(bench: typer.Typer) -> None:
     experiments.register(bench)
 
@@ -100,13 +111,15 @@ def register(bench: typer.Typer) -> None:
         configure_logging("WARNING")
         scale = None
         if instances:
-            try:
-                counts = tuple(int(x) for x in instances.split(","))
-            except ValueError:
-                raise typer.BadParameter(f"--instances wants counts like 1,2,4, not {instances!r}") from None
-            if not counts or min(counts) < 1:
-                raise typer.BadParameter("--instances wants counts of at least 1")
-            scale = ScaleConfig(counts, cpu_quota, scale_drivers, scale_rounds, scale_fleet, scale_requests, scale_rps)
+            scale = ScaleConfig(
+                instance_counts(instances),
+                cpu_quota,
+                scale_drivers,
+                scale_rounds,
+                scale_fleet,
+                scale_requests,
+                scale_rps,
+            )
         try:
             if scale is not None and cpu_quota > 0:
                 check_cpu_quota()  # fail now, not after the other phases ran
@@ -148,13 +161,7 @@ def register(bench: typer.Typer) -> None:
         from ridehail.common.logging import configure_logging
 
         configure_logging("WARNING")
-        try:
-            counts = tuple(int(x) for x in instances.split(","))
-        except ValueError:
-            raise typer.BadParameter(f"--instances wants counts like 1,2,4, not {instances!r}") from None
-        if not counts or min(counts) < 1:
-            raise typer.BadParameter("--instances wants counts of at least 1")
-        cfg = ScaleConfig(counts, cpu_quota, drivers, rounds, fleet, requests, rps)
+        cfg = ScaleConfig(instance_counts(instances), cpu_quota, drivers, rounds, fleet, requests, rps)
         try:
             if cpu_quota > 0:
                 check_cpu_quota()

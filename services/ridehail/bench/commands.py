@@ -301,3 +301,26 @@ def register(bench: typer.Typer) -> None:
         json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         typer.echo(json.dumps({k: results[k] for k in sorted(results) if not isinstance(results[k], dict)}, indent=2))
         typer.echo(f"wrote {json_path}")
+
+    @bench.command("stack")
+    def bench_stack(
+        drivers: int = typer.Option(1_000, "--drivers", "-n", min=1, help="Fleet size of the stack."),
+        rides_per_s: float = typer.Option(10.0, "--rides-per-s", min=0, help="Ride requests per second (REST)."),
+        seconds: float = typer.Option(60.0, "--seconds", min=2, help="Measured window, seconds (after the warm-up)."),
+        warmup: float = typer.Option(15.0, "--warmup", min=0, help="Seconds of load before measuring."),
+        json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        admin_url: str | None = ADMIN_URL_OPTION,
+    ) -> None:
+        """The whole stack as `ridehail up` runs it: RSS and CPU by service, request -> first offer and
+        GPS -> websocket client latency, consumer lag (targets: 1,000 drivers <= 600 MB; 3,000 drivers
+        at 10 requests/s: offer p99 <= 100 ms, GPS p99 <= 150 ms, <= 1.2 cores)."""
+        from ridehail.bench.stack import run_stack_bench
+
+        def say(line: str) -> None:
+            typer.echo(line, err=True)
+
+        result = run_stack_bench(drivers, rides_per_s, seconds, warmup_s=warmup, admin_url=admin_url, say=say)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result, indent=2) + "\n")
+        print_result(result, json_path)

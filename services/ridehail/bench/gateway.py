@@ -59,7 +59,8 @@ class ClientStats:
     timing: bool = True  # parse frames and time car entries (else only count frames and bytes)
 
 
-async def _client(url: str, bbox: list[float], stats: ClientStats, stop: asyncio.Event) -> None:
+async def watch_feed(url: str, bbox: list[float], stats: ClientStats, stop: asyncio.Event) -> None:
+    """One anonymous map client on ``bbox``: counts frames and times sampled car entries (ping -> here)."""
     from websockets.asyncio.client import connect
 
     async with connect(url, compression=None, max_size=None, max_queue=64) as ws:
@@ -86,6 +87,14 @@ async def _client(url: str, bbox: list[float], stats: ClientStats, stop: asyncio
                 if len(stats.sizes) < 2000:
                     stats.sizes.append(len(raw))
                 stats.latencies.extend(now_ms - c[4] for c in cars[::SAMPLE_EVERY])
+
+
+def city_bbox() -> list[float]:
+    """A viewport ``[west, south, east, north]`` a little larger than the whole service area."""
+    from ridehail.domain.geo import SERVICE_AREA
+
+    a = SERVICE_AREA
+    return [a.min_lon - 0.01, a.min_lat - 0.01, a.max_lon + 0.01, a.max_lat + 0.01]
 
 
 def _never_reading_socket(port: int) -> socket.socket:
@@ -119,7 +128,6 @@ def run_bench(
 
     from ridehail.common.broker import start_broker, stop_process
     from ridehail.common.topics import ensure_topics
-    from ridehail.domain.geo import SERVICE_AREA
 
     load_start = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     broker_proc = None
@@ -150,8 +158,7 @@ def run_bench(
         total = 5 + seconds + slow_seconds + 2 * PAIRS * WINDOW_S + raw_seconds + 15
         producer = ctx.Process(target=producer_child, args=(bootstrap, drivers, time.time() + total), daemon=True)
         producer.start()
-        a = SERVICE_AREA
-        bbox = [a.min_lon - 0.01, a.min_lat - 0.01, a.max_lon + 0.01, a.max_lat + 0.01]
+        bbox = city_bbox()
         result: dict[str, Any] = run_on_uvloop(
             _drive_clients(
                 f"ws://127.0.0.1:{port}/", bbox, clients, seconds, slow_seconds, raw_seconds, port, parent, gw
@@ -199,7 +206,7 @@ async def _drive_clients(
     stop = asyncio.Event()
     stats = [ClientStats(timing=i < TIMING_CLIENTS) for i in range(n)]
     timing = [s for s in stats if s.timing]
-    tasks = [asyncio.create_task(_client(url, bbox, s, stop)) for s in stats]
+    tasks = [asyncio.create_task(watch_feed(url, bbox, s, stop)) for s in stats]
     me = __import__("psutil").Process()
 
     def cpu_s(p: Any) -> float:

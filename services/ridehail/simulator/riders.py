@@ -70,6 +70,23 @@ class RiderStats:
     finished: dict[str, int] = field(default_factory=dict)
 
 
+def random_trip(
+    graph: RoadGraph, rng: random.Random, min_m: float = 1_000.0, max_m: float = 8_000.0
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Two intersections of the network between ``min_m`` and ``max_m`` apart (straight line)."""
+    a = rng.randrange(graph.n)
+    b = rng.randrange(graph.n)
+    for _ in range(50):
+        d = haversine_m(graph.lat[a], graph.lon[a], graph.lat[b], graph.lon[b])
+        if min_m <= d <= max_m:
+            break
+        b = rng.randrange(graph.n)
+    return (round(float(graph.lat[a]), 6), round(float(graph.lon[a]), 6)), (
+        round(float(graph.lat[b]), 6),
+        round(float(graph.lon[b]), 6),
+    )
+
+
 class RiderSimulator:
     def __init__(
         self,
@@ -182,19 +199,7 @@ class RiderSimulator:
     def random_trip(
         self, min_m: float = 1_000.0, max_m: float = 8_000.0
     ) -> tuple[tuple[float, float], tuple[float, float]]:
-        """Two intersections of the network between ``min_m`` and ``max_m`` apart (straight line)."""
-        g = self.graph
-        a = self.rng.randrange(g.n)
-        b = self.rng.randrange(g.n)
-        for _ in range(50):
-            d = haversine_m(g.lat[a], g.lon[a], g.lat[b], g.lon[b])
-            if min_m <= d <= max_m:
-                break
-            b = self.rng.randrange(g.n)
-        return (round(float(g.lat[a]), 6), round(float(g.lon[a]), 6)), (
-            round(float(g.lat[b]), 6),
-            round(float(g.lon[b]), 6),
-        )
+        return random_trip(self.graph, self.rng, min_m, max_m)
 
     # -- polling and cancelling ------------------------------------------------------------------
     async def _poll_loop(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,289 @@
+"""``ridehail bench stack``: the whole stack as a user runs it, measured as a user feels it.
+
+It starts the real ``ridehail up --drivers N --riders-per-min 0`` on free ports and a throw-away
+database, then, from this process:
+
+* requests ``rides_per_s`` rides per second through the REST API (``POST /api/rides`` with a rider
+  token signed by the stack's own auth key; one rider per ride, so no per-rider limit is hit);
+* watches the live feed with one anonymous websocket client subscribed to the whole city and
+  times sampled car entries from the ping's creation to their arrival here (``gps_to_client``);
+* samples every process of the stack once a second (RSS by service, CPU seconds; Postgres is not
+  counted) and every service's ``ridehail_consumer_lag``.
+
+``request_to_offer`` runs from the moment this process sent the POST to the first offer matching
+made for that ride (``ride.offered`` in the ride history, else ``rides.offered_at``, both on the
+same clock as this process). A ride with no offer within ``offer_grace_s`` after the window counts
+as slower than every answered one (no censoring). Only rides requested inside the measurement
+window count; the warm-up's do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ridehail.bench.experiments.load import paced
+from ridehail.bench.experiments.stats import uncensored_percentiles_ms
+from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
+from ridehail.bench.stack_probe import StackProbe, consumer_lags
+
+TARGETS = {
+    "rss_mb_total": "<= 600 at 1,000 drivers",
+    "request_to_offer_p99_ms": "<= 100 at 3,000 drivers and 10 requests/s",
+    "gps_to_client_p99_ms": "<= 150 at 3,000 drivers and 10 requests/s",
+    "cpu_cores_total": "<= 1.2 at 3,000 drivers and 10 requests/s",
+}
+METRIC_SERVICES = ("auth", "matching", "pricing", "gateway", "simulator")
+
+
+@dataclass
+class RideLog:
+    sent_ms: dict[str, float] = field(default_factory=dict)  # ride_id -> wall ms when the POST was sent
+    post_s: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    measuring: bool = False
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def _tokens(database_url: str, n: int) -> list[str]:
+    """``n`` rider access tokens signed with the stack's active key (what ``/auth/token`` issues)."""
+    from ridehail.auth.keys import load_key_set
+    from ridehail.auth.tokens import TokenIssuer
+    from ridehail.common.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        key_set = await load_key_set(make_sessionmaker(engine), 10**9)  # 10**9 s: keeps every key
+    finally:
+        await engine.dispose()
+    issuer = TokenIssuer(key_set, 4 * 3600)
+    return [issuer.access(str(uuid.uuid4()), "rider").token for _ in range(n)]
+
+
+async def _request_ride(
+    client: httpx.AsyncClient, url: str, token: str, trip: tuple[tuple[float, float], ...], log: RideLog
+) -> None:
+    (plat, plon), (dlat, dlon) = trip
+    body = {"pickup": {"lat": plat, "lon": plon}, "dropoff": {"lat": dlat, "lon": dlon}}
+    measuring = log.measuring
+    sent_ms = time.time() * 1000
+    t0 = time.perf_counter()
+    try:
+        resp = await client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        key = type(exc).__name__
+        log.statuses[key] = log.statuses.get(key, 0) + 1
+        return
+    log.statuses[str(resp.status_code)] = log.statuses.get(str(resp.status_code), 0) + 1
+    if resp.status_code == 202 and measuring:
+        log.sent_ms[str(resp.json()["ride_id"])] = sent_ms
+        log.post_s.append(time.perf_counter() - t0)
+
+
+async def _first_offers(database_url: str, ride_ids: list[str]) -> dict[str, float]:
+    """Wall ms of each ride's first offer: the ``ride.offered`` history row, else ``offered_at``."""
+    import asyncpg
+
+    from ridehail.common.postgres import to_asyncpg_dsn
+
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT r.ride_id, LEAST("
+            " (SELECT min(e.ts) FROM ride_events e WHERE e.ride_id = r.ride_id AND e.type = 'ride.offered'),"
+            " extract(epoch from r.offered_at) * 1000) AS first_offer_ms "
+            "FROM rides r WHERE r.ride_id = ANY($1::text[])",
+            ride_ids,
+        )
+    finally:
+        await conn.close()
+    return {r["ride_id"]: float(r["first_offer_ms"]) for r in rows if r["first_offer_ms"] is not None}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def _progress(
+    phase: str, elapsed: float, total: float, rss: float, cores: float, log: RideLog, feed: ClientStats, lag: float
+) -> str:
+    gps = _pct(feed.latencies[-2000:], 99)
+    return (
+        f"[{phase:7}] {elapsed:5.0f}/{total:.0f} s  rss {rss:6.0f} MB  cpu {cores:4.2f} cores  "
+        f"rides {len(log.sent_ms):5d}  feed frames {feed.frames:6d}  gps p99 {gps if gps is not None else '-':>6} ms  "
+        f"lag {lag:.0f}"
+    )
+
+
+async def _drive(
+    stack: Any,
+    database_url: str,
+    rides_per_s: float,
+    seconds: float,
+    warmup_s: float,
+    offer_grace_s: float,
+    say: Any,
+) -> dict[str, Any]:
+    from ridehail.domain.roads import RoadGraph
+    from ridehail.simulator.riders import random_trip
+
+    probe = StackProbe(stack.proc.pid)
+    rides_needed = math.ceil(rides_per_s * (seconds + warmup_s)) + 10
+    tokens = await _tokens(database_url, rides_needed)
+    graph = RoadGraph.load()
+    rng = random.Random(7)
+    trips = [random_trip(graph, rng) for _ in range(rides_needed)]
+    del graph
+    log = RideLog()
+    feed = ClientStats(timing=True)
+    stop = asyncio.Event()
+    metrics_urls = [f"http://127.0.0.1:{stack.port(s)}/metrics" for s in METRIC_SERVICES]
+    ride_url = f"{stack.gateway_url}/api/rides"
+    rss_totals: list[float] = []
+    rss_by: dict[str, float] = {}
+    lags: dict[str, float] = {}
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=64)) as client:
+
+        def emit(k: int, _due: float) -> None:
+            if k >= len(tokens):
+                return
+            task = asyncio.create_task(_request_ride(client, ride_url, tokens[k], trips[k], log))
+            log.in_flight.add(task)
+            task.add_done_callback(log.in_flight.discard)
+
+        watcher = asyncio.create_task(watch_feed(stack.ws_url, city_bbox(), feed, stop))
+        riders = asyncio.create_task(paced(rides_per_s, emit, stop)) if rides_per_s > 0 else None
+        metrics = httpx.Client(timeout=1.0)
+        started = time.monotonic()
+        first = last = probe.sample()
+        total = warmup_s + seconds
+        try:
+            while (elapsed := time.monotonic() - started) < total:
+                await asyncio.sleep(1.0)
+                if watcher.done():
+                    watcher.result()  # the feed client failed: say why
+                    raise RuntimeError("the websocket client stopped")
+                measuring = elapsed >= warmup_s
+                if measuring and not log.measuring:
+                    log.measuring = feed.measuring = True
+                    first = probe.sample()
+                    continue
+                last = probe.sample()
+                step_lags = await asyncio.to_thread(consumer_lags, metrics, metrics_urls)
+                prev = probe.samples[-2]
+                cores, _ = probe.cpu_cores(prev, last)
+                rss = sum(last.rss_mb.values())
+                if log.measuring:
+                    rss_totals.append(rss)
+                    for name, mb in last.rss_mb.items():
+                        rss_by[name] = max(rss_by.get(name, 0.0), mb)
+                    for consumer, lag in step_lags.items():
+                        lags[consumer] = max(lags.get(consumer, 0.0), lag)
+                lag_now = max(step_lags.values(), default=0.0)
+                say(
+                    _progress("measure" if log.measuring else "warm-up", elapsed, total, rss, cores, log, feed, lag_now)
+                )
+        finally:
+            log.measuring = feed.measuring = False
+            stop.set()
+            for t in [watcher, *([riders] if riders else [])]:
+                with contextlib.suppress(Exception):
+                    await t
+            metrics.close()
+        cores_total, cores_by = probe.cpu_cores(first, last)
+        if log.in_flight:
+            await asyncio.wait(list(log.in_flight), timeout=15)
+    ride_ids = list(log.sent_ms)
+    deadline = time.monotonic() + offer_grace_s
+    offers: dict[str, float] = {}
+    while True:
+        offers = await _first_offers(database_url, ride_ids)
+        if len(offers) >= len(ride_ids) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    waits = [(offers[r] - log.sent_ms[r]) / 1000 for r in ride_ids if r in offers]
+    offer_stats = uncensored_percentiles_ms(waits, len(ride_ids) - len(waits), qs=(50, 95, 99))
+    return {
+        "rss_mb_total": round(max(rss_totals), 1) if rss_totals else None,
+        "rss_mb_total_median": round(float(np.median(rss_totals)), 1) if rss_totals else None,
+        "rss_mb_by_service": {k: round(v, 1) for k, v in sorted(rss_by.items())},
+        "cpu_cores_total": round(cores_total, 3),
+        "cpu_cores_by_service": {k: round(v, 3) for k, v in sorted(cores_by.items())},
+        "request_to_offer_p50_ms": offer_stats["p50"],
+        "request_to_offer_p95_ms": offer_stats["p95"],
+        "request_to_offer_p99_ms": offer_stats["p99"],
+        "request_to_offer": offer_stats,
+        "rides_requested": len(ride_ids),
+        "rides_offered": len(waits),
+        "ride_post_statuses": dict(sorted(log.statuses.items())),
+        "ride_post_p50_ms": _pct([x * 1000 for x in log.post_s], 50),
+        "ride_post_p99_ms": _pct([x * 1000 for x in log.post_s], 99),
+        "gps_to_client_p50_ms": _pct(feed.latencies, 50),
+        "gps_to_client_p99_ms": _pct(feed.latencies, 99),
+        "gps_to_client_samples": len(feed.latencies),
+        "feed_frames": feed.frames,
+        "feed_car_updates": feed.car_updates,
+        "consumer_lag_max": max(lags.values(), default=0.0),
+        "consumer_lag_max_by_consumer": dict(sorted(lags.items())),
+        "measured_seconds": round(last.at - first.at, 2),
+    }
+
+
+def run_stack_bench(
+    drivers: int,
+    rides_per_s: float,
+    seconds: float,
+    *,
+    warmup_s: float = 15.0,
+    offer_grace_s: float = 15.0,
+    admin_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    say: Any = print,
+) -> dict[str, Any]:
+    from ridehail.harness.scratch import temporary_database
+    from ridehail.harness.up_process import start_stack, wait_ready
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    started_at = time.time()
+    with (
+        temporary_database(admin_url, prefix="ridehail_bench_stack") as database_url,
+        tempfile.TemporaryDirectory(prefix="ridehail-bench-stack-") as state,
+    ):
+        stack = start_stack(database_url, Path(state), drivers, extra_env, up_args=("--riders-per-min", "0"))
+        try:
+            say(f"starting ridehail up --drivers {drivers} (free ports, a throw-away database)")
+            wait_ready(stack, timeout_s=180)
+            say("the stack is up: warming up")
+            result = asyncio.run(_drive(stack, database_url, rides_per_s, seconds, warmup_s, offer_grace_s, say))
+        finally:
+            stack.shutdown()
+    return {
+        "benchmark": "stack",
+        "drivers": drivers,
+        "rides_per_s": rides_per_s,
+        "seconds": seconds,
+        "warmup_s": warmup_s,
+        **result,
+        "targets": TARGETS,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": load_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "started_at": round(started_at, 1),
+        "what_it_counts": "RSS and CPU of ridehail up and every process it started except Postgres; "
+        "the load generator and websocket client (this process) are not counted",
+    }

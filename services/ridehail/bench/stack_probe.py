@@ -1,0 +1,112 @@
+"""What the live stack costs, read from outside: the processes of one ``ridehail up`` (by service),
+their memory and CPU, and the consumer lag their ``/metrics`` report."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import psutil
+
+MB = 1024 * 1024
+_LAG = re.compile(r'^ridehail_consumer_lag\{consumer="([^"]+)"\} ([0-9.eE+-]+)$', re.MULTILINE)
+
+
+def service_of(proc: psutil.Process, root_pid: int) -> str | None:
+    """``auth``, ``matching``, ... for ``ridehail serve X``; ``broker``; ``supervisor`` (``ridehail
+    up`` itself); None for what is not counted (Postgres: the issue counts the stack without it)."""
+    if proc.pid == root_pid:
+        return "supervisor"
+    try:
+        cmd = proc.cmdline()
+        name = proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    if "serve" in cmd:
+        i = cmd.index("serve")
+        if i + 1 < len(cmd):
+            return cmd[i + 1]
+    if "postgres" in name or any("postgres" in c for c in cmd[:1]):
+        return None
+    if name == "tansu" or any(c.endswith("/tansu") for c in cmd[:1]) or "kafka.Kafka" in cmd:
+        return "broker"
+    return name
+
+
+@dataclass
+class Sample:
+    at: float
+    rss_mb: dict[str, float]
+    cpu_s: dict[int, float]  # pid -> user + system seconds so far
+
+
+@dataclass
+class StackProbe:
+    """Samples every process under ``root_pid`` (``ridehail up``): RSS by service, CPU seconds."""
+
+    root_pid: int
+    samples: list[Sample] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.root_pid)
+            found = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for p in found:
+            known = self._procs.get(p.pid)
+            if known is None or known.create_time() != p.create_time():
+                self._procs[p.pid] = p
+                name = service_of(p, self.root_pid)
+                if name is None:
+                    continue
+                self.names[p.pid] = name
+            if p.pid in self.names:
+                out.append(self._procs[p.pid])
+        return out
+
+    def sample(self) -> Sample:
+        rss: dict[str, float] = {}
+        cpu: dict[int, float] = {}
+        for p in self.processes():
+            try:
+                with p.oneshot():
+                    r = p.memory_info().rss / MB
+                    t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            name = self.names[p.pid]
+            rss[name] = rss.get(name, 0.0) + r
+            cpu[p.pid] = t.user + t.system
+        s = Sample(time.monotonic(), rss, cpu)
+        self.samples.append(s)
+        return s
+
+    def cpu_cores(self, first: Sample, last: Sample) -> tuple[float, dict[str, float]]:
+        """Cores used between two samples, in total and by service (a process that started in
+        between counts from zero; one that ended is not counted after its last sample)."""
+        wall = max(1e-9, last.at - first.at)
+        by: dict[str, float] = {}
+        for pid, t in last.cpu_s.items():
+            used = t - first.cpu_s.get(pid, 0.0)
+            name = self.names.get(pid, "?")
+            by[name] = by.get(name, 0.0) + used / wall
+        return sum(by.values()), by
+
+
+def consumer_lags(client: httpx.Client, metrics_urls: list[str]) -> dict[str, float]:
+    """``ridehail_consumer_lag`` of every consumer the services report (messages behind the end)."""
+    lags: dict[str, float] = {}
+    for url in metrics_urls:
+        try:
+            text = client.get(url).text
+        except httpx.HTTPError:
+            continue
+        for consumer, value in _LAG.findall(text):
+            lags[consumer] = max(lags.get(consumer, 0.0), float(value))
+    return lags

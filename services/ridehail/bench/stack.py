@@ -92,24 +92,63 @@ async def _request_ride(
         log.post_s.append(time.perf_counter() - t0)
 
 
-async def _first_offers(database_url: str, ride_ids: list[str]) -> dict[str, float]:
-    """Wall ms of each ride's first offer: the ``ride.offered`` history row, else ``offered_at``."""
+_TIMELINE = """
+SELECT r.ride_id,
+  extract(epoch from r.requested_at) * 1000 AS row_ms,
+  (SELECT extract(epoch from min(o.published_at)) * 1000 FROM outbox o
+    WHERE o.key = r.ride_id AND o.topic = $2) AS published_ms,
+  (SELECT extract(epoch from min(e.recorded_at)) * 1000 FROM ride_events e
+    WHERE e.ride_id = r.ride_id AND e.type = 'ride.requested') AS consumed_ms,
+  LEAST((SELECT min(e.ts) FROM ride_events e WHERE e.ride_id = r.ride_id AND e.type = 'ride.offered'),
+        extract(epoch from r.offered_at) * 1000) AS offered_ms
+FROM rides r WHERE r.ride_id = ANY($1::text[])
+"""
+STAGES = (  # (name, from, to): the ride path, request -> outbox -> topic -> matching -> offer
+    ("post_to_row", "sent_ms", "row_ms"),
+    ("row_to_published", "row_ms", "published_ms"),
+    ("published_to_consumed", "published_ms", "consumed_ms"),
+    ("consumed_to_offered", "consumed_ms", "offered_ms"),
+)
+
+
+async def _timelines(database_url: str, ride_ids: list[str]) -> dict[str, dict[str, float | None]]:
+    """Per ride, on one clock (this machine's): the ride row (gateway's commit), the outbox row
+    published (the relay's ack), the request recorded by matching, and the first offer (the
+    ``ride.offered`` history row, else ``rides.offered_at``)."""
     import asyncpg
 
     from ridehail.common.postgres import to_asyncpg_dsn
+    from ridehail.domain.topics import RIDE_REQUEST
 
     conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
     try:
-        rows = await conn.fetch(
-            "SELECT r.ride_id, LEAST("
-            " (SELECT min(e.ts) FROM ride_events e WHERE e.ride_id = r.ride_id AND e.type = 'ride.offered'),"
-            " extract(epoch from r.offered_at) * 1000) AS first_offer_ms "
-            "FROM rides r WHERE r.ride_id = ANY($1::text[])",
-            ride_ids,
-        )
+        rows = await conn.fetch(_TIMELINE, ride_ids, RIDE_REQUEST.name)
     finally:
         await conn.close()
-    return {r["ride_id"]: float(r["first_offer_ms"]) for r in rows if r["first_offer_ms"] is not None}
+    out: dict[str, dict[str, float | None]] = {}
+    for r in rows:
+        out[r["ride_id"]] = {
+            k: (None if r[k] is None else float(r[k])) for k in ("row_ms", "published_ms", "consumed_ms", "offered_ms")
+        }
+    return out
+
+
+def _stage_stats(log: RideLog, timelines: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """p50/p99 of each step of the ride path over the rides that reached its end."""
+    out: dict[str, Any] = {}
+    for name, a, b in STAGES:
+        values = []
+        for ride_id, t in timelines.items():
+            points = {**t, "sent_ms": log.sent_ms.get(ride_id)}
+            if points[a] is not None and points[b] is not None:
+                values.append(float(points[b]) - float(points[a]))  # type: ignore[arg-type]
+        out[name] = {
+            "p50_ms": _pct(values, 50),
+            "p99_ms": _pct(values, 99),
+            "max_ms": _pct(values, 100),
+            "n": len(values),
+        }
+    return out
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -208,13 +247,15 @@ async def _drive(
             await asyncio.wait(list(log.in_flight), timeout=15)
     ride_ids = list(log.sent_ms)
     deadline = time.monotonic() + offer_grace_s
-    offers: dict[str, float] = {}
+    timelines: dict[str, dict[str, float | None]] = {}
     while True:
-        offers = await _first_offers(database_url, ride_ids)
-        if len(offers) >= len(ride_ids) or time.monotonic() > deadline:
+        timelines = await _timelines(database_url, ride_ids)
+        offered = sum(1 for t in timelines.values() if t["offered_ms"] is not None)
+        if offered >= len(ride_ids) or time.monotonic() > deadline:
             break
         await asyncio.sleep(1.0)
-    waits = [(offers[r] - log.sent_ms[r]) / 1000 for r in ride_ids if r in offers]
+    offers = {r: t["offered_ms"] for r, t in timelines.items() if t["offered_ms"] is not None}
+    waits = [(float(offers[r]) - log.sent_ms[r]) / 1000 for r in ride_ids if offers.get(r) is not None]
     offer_stats = uncensored_percentiles_ms(waits, len(ride_ids) - len(waits), qs=(50, 95, 99))
     return {
         "rss_mb_total": round(max(rss_totals), 1) if rss_totals else None,
@@ -226,6 +267,7 @@ async def _drive(
         "request_to_offer_p95_ms": offer_stats["p95"],
         "request_to_offer_p99_ms": offer_stats["p99"],
         "request_to_offer": offer_stats,
+        "ride_path_stages": _stage_stats(log, timelines),
         "rides_requested": len(ride_ids),
         "rides_offered": len(waits),
         "ride_post_statuses": dict(sorted(log.statuses.items())),

@@ -24,8 +24,10 @@ def service_of(proc: psutil.Process, root_pid: int) -> str | None:
         name = proc.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    if "serve" in cmd:
-        i = cmd.index("serve")
+    for launcher in ("serve", "ridehail.serve"):  # ``ridehail serve X`` or ``python -m ridehail.serve X``
+        if launcher not in cmd:
+            continue
+        i = cmd.index(launcher)
         if i + 1 < len(cmd):
             return cmd[i + 1]
     if "postgres" in name or any("postgres" in c for c in cmd[:1]):

@@ -133,7 +133,7 @@ class OutboxRelay:
                 return 0
             await self._publish(rows)
             await session.execute(
-                text("UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)"),
+                text("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY(:ids)"),
                 {"ids": [r.id for r in rows]},
             )
         self.published += len(rows)

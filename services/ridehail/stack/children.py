@@ -107,5 +107,6 @@ def stop_all(children: list[Child], timeout_s: float, say: Callable[[str], None]
             child._pump.join(timeout=1)
 
 
-def python_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ridehail.cli", *args]
+def service_argv(name: str) -> list[str]:
+    """How ``ridehail up`` starts one service: the light launcher, not the whole CLI."""
+    return [sys.executable, "-m", "ridehail.serve", name]

@@ -9,26 +9,30 @@ past that the whole stack stops with an error instead of flapping silently.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from ridehail.catalog import BY_NAME, SERVICES, STACK_ORDER, port_setting
-from ridehail.cluster.errors import ClusterError
-from ridehail.cluster.settings import ClusterSettings
-from ridehail.cluster.stack import ManagedCluster, wants_local_cluster
 from ridehail.common.broker import broker_command, wait_for_port
 from ridehail.common.local_postgres import LocalPostgres
 from ridehail.common.ports import port_is_free
 from ridehail.common.settings import CommonSettings
-from ridehail.stack.children import Child, python_argv, stop_all
+from ridehail.stack.children import Child, service_argv, stop_all
+
+if TYPE_CHECKING:
+    from ridehail.cluster.stack import ManagedCluster
 
 SERVICE_ORDER = STACK_ORDER
 STOP_TIMEOUT_S = 8.0
@@ -99,15 +103,17 @@ class Stack:
 
     # -- start ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        from ridehail.common import migrate
         from ridehail.common.postgres import DatabaseUnavailable, resolve_database_url
-        from ridehail.common.topics import ensure_topics
 
-        local_cluster = self.settings.kafka_bootstrap is None and wants_local_cluster()
+        local_cluster = self.settings.kafka_bootstrap is None and _wants_local_cluster()
         embedded_broker = self.settings.kafka_bootstrap is None and not local_cluster
         check_ports(self.settings, self.options.services, embedded_broker)
         color = sys.stdout.isatty()
         if local_cluster:
+            from ridehail.cluster.errors import ClusterError
+            from ridehail.cluster.settings import ClusterSettings
+            from ridehail.cluster.stack import ManagedCluster
+
             try:
                 self.cluster = ManagedCluster.start_or_reuse(ClusterSettings(), self.say)
             except ClusterError as exc:
@@ -130,19 +136,32 @@ class Stack:
         except DatabaseUnavailable as exc:
             raise StackError(str(exc)) from None
         self.say(f"Postgres: {_redact_url(self.database_url)}")
-        self.say("migrating the database")
-        migrate.upgrade(self.database_url)
-        try:
-            ensure_topics(self.bootstrap, timeout_s=30)
-        except RuntimeError as exc:
-            raise StackError(f"cannot create topics: {exc}") from None
+        self.say("migrating the database and creating the topics")
         env = self._child_env()
+        prepared = self._prepare(env, login_code="auth" in self.options.services)
+        if prepared.get("login_code_error"):
+            self.say(f"[yellow]could not create a demo login link: {prepared['login_code_error']}[/yellow]")
+        self.login_code = prepared.get("login_code")
         for name in SERVICE_ORDER:
             if name in self.options.services:
-                child = Child(name, python_argv("serve", name), env)
+                child = Child(name, service_argv(name), env)
                 child.start(sys.stdout, color)
                 self.children.append(child)
         self._wait_ready()
+
+    def _prepare(self, env: dict[str, str], login_code: bool = False, topics_only: bool = False) -> dict[str, str]:
+        """Migrations, topics (and the demo login code) in a one-shot child: see ``stack.prepare``."""
+        argv = [sys.executable, "-m", "ridehail.stack.prepare"]
+        argv += ["--login-code"] if login_code else []
+        argv += ["--topics-only"] if topics_only else []
+        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True, check=False)  # stderr: the console
+        if done.returncode != 0:
+            raise StackError(
+                f"preparing the database and topics failed (exit code {done.returncode}; the reason is above)"
+            )
+        lines = done.stdout.strip().splitlines()
+        result: dict[str, str] = json.loads(lines[-1]) if lines else {}
+        return result
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ.items())
@@ -165,22 +184,18 @@ class Stack:
     def _wait_ready(self) -> None:
         pending = dict(self.health_urls())
         deadline = time.monotonic() + self.options.ready_timeout_s
-        with httpx.Client(timeout=2.0) as client:
-            while pending:
-                for name, url in list(pending.items()):
-                    child = next(c for c in self.children if c.name == name)
-                    code = child.exit_code()
-                    if code is not None:
-                        raise StackError(f"{name} exited with code {code} during start-up (its log is above)")
-                    try:
-                        if client.get(url).status_code == 200:
-                            self.say(f"{name} is ready")
-                            del pending[name]
-                    except httpx.HTTPError:
-                        pass
-                if time.monotonic() > deadline:
-                    raise StackError(f"not ready after {self.options.ready_timeout_s:.0f}s: {', '.join(pending)}")
-                time.sleep(0.25)
+        while pending:
+            for name, url in list(pending.items()):
+                child = next(c for c in self.children if c.name == name)
+                code = child.exit_code()
+                if code is not None:
+                    raise StackError(f"{name} exited with code {code} during start-up (its log is above)")
+                if _answers_200(url):
+                    self.say(f"{name} is ready")
+                    del pending[name]
+            if time.monotonic() > deadline:
+                raise StackError(f"not ready after {self.options.ready_timeout_s:.0f}s: {', '.join(pending)}")
+            time.sleep(0.25)
 
     # -- report --------------------------------------------------------------------------------------
     def urls(self) -> list[tuple[str, str]]:
@@ -209,17 +224,6 @@ class Stack:
         for what, where in self.urls():
             table.add_row(what, where)
         self.console.print(table)
-
-    def make_login_code(self) -> None:
-        """A one-time demo-viewer login code for the printed map URL (if the auth service offers it)."""
-        if "auth" not in self.options.services:
-            return
-        from ridehail.auth.demo import create_login_code_sync
-
-        try:
-            self.login_code = create_login_code_sync(self.database_url)
-        except Exception as exc:
-            self.say(f"[yellow]could not create a demo login link: {exc}[/yellow]")
 
     # -- supervise -----------------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -251,11 +255,12 @@ class Stack:
         return 0
 
     def _after_broker_restart(self) -> None:
-        from ridehail.common.topics import ensure_topics
-
         self.say("[yellow]the embedded broker restarted and forgot everything (memory storage)[/yellow]")
         if wait_for_port(self.settings.host, self.settings.broker_port, 15):
-            ensure_topics(self.bootstrap, timeout_s=30)
+            try:
+                self._prepare(self._child_env(), topics_only=True)
+            except StackError as exc:
+                self.say(f"[bold red]{exc}[/bold red]")
 
     def stop(self) -> None:
         stop_all(self.children, STOP_TIMEOUT_S, self.say)
@@ -269,6 +274,20 @@ class Stack:
             except Exception as exc:
                 self.say(f"[yellow]embedded Postgres did not stop cleanly: {exc}[/yellow]")
             self._pg_handle = None
+
+
+def _wants_local_cluster() -> bool:
+    from ridehail.cluster.stack import wants_local_cluster
+
+    return wants_local_cluster()
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _redact_url(url: str) -> str:
@@ -287,7 +306,6 @@ def run_stack(settings: CommonSettings, options: StackOptions) -> int:
     started = time.monotonic()
     try:
         stack.start()
-        stack.make_login_code()
         stack.print_urls()
         stack.say(f"up in {time.monotonic() - started:.1f}s")
         code = stack.supervise()

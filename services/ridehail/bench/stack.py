@@ -5,6 +5,7 @@ database, then, from this process:
 
 * requests ``rides_per_s`` rides per second through the REST API (``POST /api/rides`` with a rider
   token signed by the stack's own auth key; one rider per ride, so no per-rider limit is hit);
+* opens the map page once, as a user does (the gateway builds it on the first request);
 * watches the live feed with one anonymous websocket client subscribed to the whole city and
   times sampled car entries from the ping's creation to their arrival here (``gps_to_client``);
 * samples every process of the stack once a second (RSS by service, CPU seconds; Postgres is not
@@ -195,6 +196,9 @@ async def _drive(
     lags: dict[str, float] = {}
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=64)) as client:
+        page = await client.get(f"{stack.gateway_url}/")  # a user opens the map: the gateway builds its page
+        if page.status_code != 200:
+            raise RuntimeError(f"the map page answered {page.status_code}")
 
         def emit(k: int, _due: float) -> None:
             if k >= len(tokens):

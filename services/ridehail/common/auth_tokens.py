@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -284,6 +283,8 @@ class TokenVerifier:
             if not force and self._last_attempt is not None and now - self._last_attempt < self.min_refresh_interval_s:
                 return False
             self._last_attempt = now
+            import httpx  # only services that fetch a JWKS load it (auth signs, it never fetches)
+
             try:
                 async with httpx.AsyncClient(timeout=self.timeout_s) as client:
                     response = await client.get(self.jwks_url)

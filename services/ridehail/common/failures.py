@@ -15,13 +15,17 @@ answered here from the exception chain:
   ``DisconnectionError`` and pool time-outs, Kafka errors and :class:`~ridehail.domain.errors.Unavailable`;
 * anything else (a ``ValueError``, a ``decimal.InvalidOperation``, a bug) is about the event or
   request being applied: it can never succeed by retrying.
+
+The asyncpg and SQLAlchemy types are looked up only in modules already imported: an exception of
+theirs cannot exist before they are, and a service without a database (the simulator) does not
+load either of them (about 20 MB) just to classify its errors.
 """
 
 from __future__ import annotations
 
-import asyncpg
+import sys
+
 from confluent_kafka import KafkaException
-from sqlalchemy import exc as sa_exc
 
 from ridehail.domain.errors import Unavailable
 
@@ -29,19 +33,43 @@ INFRASTRUCTURE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58", "40", "XX",
 INFRASTRUCTURE_SQLSTATES = frozenset({"55P03", "55006"})  # lock not available, object in use
 INPUT_SQLSTATE_CLASSES = frozenset({"22", "23"})
 
-_INFRA_TYPES: tuple[type[BaseException], ...] = (
+_ALWAYS_INFRA: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     KafkaException,
     BufferError,  # the producer's local queue is full: the broker is not taking records
     Unavailable,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,
-    sa_exc.OperationalError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
 )
+_NONE: tuple[type[BaseException], ...] = ()
+
+
+def _infra_types() -> tuple[type[BaseException], ...]:
+    """Connection-level failure types, those of asyncpg and SQLAlchemy included once imported
+    (their ``InterfaceError``: connection closed, released, or in a broken state)."""
+    types = list(_ALWAYS_INFRA)
+    pg = sys.modules.get("asyncpg")
+    if pg is not None:
+        types += [
+            pg.PostgresConnectionError,
+            pg.exceptions.CannotConnectNowError,
+            pg.exceptions.OperatorInterventionError,
+            pg.InterfaceError,
+        ]
+    sa = sys.modules.get("sqlalchemy.exc")
+    if sa is not None:
+        types += [sa.OperationalError, sa.DisconnectionError, sa.TimeoutError, sa.InterfaceError]
+    return tuple(types)
+
+
+def _asyncpg_data_error() -> tuple[type[BaseException], ...]:
+    """asyncpg's client-side ``DataError`` (a value it cannot encode), if asyncpg is loaded."""
+    pg = sys.modules.get("asyncpg")
+    return (pg.exceptions.DataError,) if pg is not None else _NONE
+
+
+def _sqlalchemy_error() -> tuple[type[BaseException], ...]:
+    sa = sys.modules.get("sqlalchemy.exc")
+    return (sa.SQLAlchemyError,) if sa is not None else _NONE
 
 
 def _chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
@@ -78,13 +106,12 @@ def is_infrastructure_failure(exc: BaseException) -> bool:
             return False
         if code in INFRASTRUCTURE_SQLSTATES or code[:2] in INFRASTRUCTURE_SQLSTATE_CLASSES:
             return True
+    data_error, infra = _asyncpg_data_error(), _infra_types()
     for e in _chain(exc):
-        if isinstance(e, asyncpg.exceptions.DataError):
+        if isinstance(e, data_error):
             return False  # asyncpg could not encode a value (e.g. an integer beyond int64)
-        if isinstance(e, _INFRA_TYPES):
+        if isinstance(e, infra):
             return True
-        if isinstance(e, asyncpg.InterfaceError | sa_exc.InterfaceError):
-            return True  # connection closed, released, or in a broken state
     return False
 
 
@@ -93,14 +120,16 @@ def is_input_failure(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None and code[:2] in INPUT_SQLSTATE_CLASSES:
         return True
-    return any(isinstance(e, asyncpg.exceptions.DataError) for e in _chain(exc))
+    data_error = _asyncpg_data_error()
+    return any(isinstance(e, data_error) for e in _chain(exc))
 
 
 def describe(exc: BaseException, limit: int = 300) -> str:
     """A one-line reason for logs and dead-letter headers (the root database message when there is one)."""
     text = ""
+    wrapper = _sqlalchemy_error()
     for e in _chain(exc):
-        if getattr(e, "sqlstate", None) and not isinstance(e, sa_exc.SQLAlchemyError):
+        if getattr(e, "sqlstate", None) and not isinstance(e, wrapper):
             text = str(e)
             break
     if not text:

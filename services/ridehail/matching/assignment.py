@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ridehail.matching.eta import Array, EtaModel, StraightLineEta, distance_matrix_m
 
@@ -97,6 +96,8 @@ def batched_assign(
 
 def solve(cost: Array, riders: Sequence[RiderRequest], drivers: Sequence[DriverCandidate]) -> list[Assignment]:
     """Min-total-cost assignment of rows (riders) to columns (drivers), infeasible pairs dropped."""
+    from scipy.optimize import linear_sum_assignment  # batched mode only: greedy never loads it (~15 MB)
+
     rows, cols = linear_sum_assignment(cost)
     return [
         Assignment(riders[i].ride_id, drivers[j].driver_id, float(cost[i, j]))

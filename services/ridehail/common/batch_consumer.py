@@ -1,5 +1,6 @@
-"""The batch consumer every ridehail service uses: takes up to N messages or T ms, dead-letters
-what cannot be decoded or applied (original bytes + error headers on ``<topic>.dlq``), hands the
+"""The batch consumer every ridehail service uses: waits for a first message, takes what else
+comes within T ms (up to N; :func:`ridehail.common.kafka.consume_batch`), dead-letters what
+cannot be decoded or applied (original bytes + error headers on ``<topic>.dlq``), hands the
 rest to a handler that writes Postgres and commits, and only then stores the offsets.
 
 Two kinds of handler failure, told apart by :func:`ridehail.common.failures.is_infrastructure_failure`:
@@ -26,7 +27,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import Counter, Gauge, Histogram
 
 from ridehail.common.failures import describe, is_infrastructure_failure
-from ridehail.common.kafka import EventProducer, Headers, _outage_log, consumer_config, message_headers
+from ridehail.common.kafka import (
+    EventProducer,
+    Headers,
+    _outage_log,
+    consume_batch,
+    consumer_config,
+    message_headers,
+)
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import Event, EventDecoder, EventError, now_ms
 
@@ -181,7 +189,9 @@ class BatchConsumer:
                     self._fatal.clear()
                     log.warning("consumer_recreated", consumer=self.name)
                 consumer = self._consumer
-                messages = await loop.run_in_executor(None, consumer.consume, self._batch_max, self._batch_timeout_s)
+                messages = await loop.run_in_executor(
+                    None, consume_batch, consumer, self._batch_max, self._batch_timeout_s
+                )
                 if not messages:
                     continue
                 await self._process(messages, stop)

@@ -358,3 +358,21 @@ def message_headers(msg: Message) -> Headers:
         return []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+IDLE_WAIT_S = 0.25  # how long one blocking call waits for a first message (bounds the stop latency)
+
+
+def consume_batch(consumer: Any, max_messages: int, fill_s: float, idle_s: float = IDLE_WAIT_S) -> list[Message]:
+    """Block until a first message arrives (at most ``idle_s``), then take what else comes within
+    ``fill_s`` (0: only what is already fetched), up to ``max_messages`` in all.
+
+    ``consumer.consume(n, t)`` alone waits for ``n`` messages or the full ``t``: every quiet-time
+    message waited the whole fill time, and a short ``t`` made an idle consumer spin. Here a lone
+    ride request is handed over as soon as it arrives, and a busy consumer still gets big batches
+    (whatever arrived while the previous batch was being applied). Call it off the event loop."""
+    first: list[Message] = consumer.consume(1, idle_s)
+    if not first or max_messages <= 1:
+        return first
+    more: list[Message] = consumer.consume(max_messages - 1, fill_s)
+    return first + more

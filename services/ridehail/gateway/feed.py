@@ -18,7 +18,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, Message
 
 from ridehail.common.failures import describe
-from ridehail.common.kafka import consumer_config, message_headers
+from ridehail.common.kafka import consume_batch, consumer_config, message_headers
 from ridehail.common.logging import get_logger
 from ridehail.domain.events import (
     DriverLocation,
@@ -101,7 +101,8 @@ class LiveFeed:
         log.info("feed_started", group=self.group_id)
         try:
             while not stop.is_set():
-                messages = await loop.run_in_executor(None, consumer.consume, self._batch_max, 0.05)
+                # no fill wait: the frame loop coalesces; a ping waits only for the next frame
+                messages = await loop.run_in_executor(None, consume_batch, consumer, self._batch_max, 0.0)
                 if messages:
                     self.healthy = True
                     self.handle(messages)

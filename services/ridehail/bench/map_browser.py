@@ -199,6 +199,16 @@ def _processes(cars: int, seed: int) -> Iterator[dict[str, Any]]:
             stop_process(broker)
 
 
+def _console(message: Any, errors: list[str]) -> None:
+    """A console error of the page, with its URL; Chromium's own favicon request (the gateway has
+    none) is not the page's."""
+    if message.type != "error":
+        return
+    url = str((message.location or {}).get("url", ""))
+    if not url.endswith("/favicon.ico"):
+        errors.append(f"console: {message.text} ({url})")
+
+
 def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, pid in pids.items():
@@ -247,7 +257,8 @@ def run_bench(
         try:
             page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            page.on("console", lambda m: _console(m, errors))
+            page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
             query = "" if renderer == "canvas" else f"?renderer={renderer}"
             page.goto(running["url"] + "/" + query)
             deadline = time.monotonic() + 60

@@ -305,6 +305,10 @@ def run_bench(
     p50s = [float(s["p50"]) for s in samples if s["p50"] is not None]
     p99s = [float(s["p99"]) for s in samples if s["p99"] is not None]
     fps = round((last["frames"] - first["frames"]) / page_s, 1)
+    windows = [
+        round((b["frames"] - a["frames"]) * 1000 / max(1e-3, b["t"] - a["t"]), 1)
+        for a, b in zip(samples, samples[1:], strict=False)
+    ]
     cpu = {k: round(100 * (cpu1[k] - cpu0[k]) / wall, 1) for k in cpu1 if k in cpu0}
     load_end = [round(x, 2) for x in os.getloadavg()]
     cores = os.cpu_count() or 1
@@ -316,6 +320,8 @@ def run_bench(
         "cars_in_view": in_view,
         "fps": fps,
         "drawn_where_leaflet_projects": placed,  # share of sampled cars with a painted pixel there
+        "fps_per_window": windows,  # one value per progress line (~1 s each)
+        "fps_worst_window": min(windows) if windows else None,
         "car_repaints_per_s": round((last["draws"] - first["draws"]) / page_s, 1),
         "car_step_ms_mean": _step_ms(first, last),
         "worst_frame_ms": round(last["worst"], 1),

@@ -12,6 +12,8 @@ $R bench matching --instances 1,2,4 --cpu-quota 0.15 --json docs/bench/matching.
 $R bench offers --json docs/bench/offers.json
 $R bench auth --json docs/bench/auth.json
 $R bench gateway --drivers 10000 --clients 100 --json docs/bench/gateway.json
+$R bench map --cars 10000 --seconds 30 --json docs/bench/map.json
+$R bench map --cars 10000 --seconds 30 --renderer markers --json docs/bench/map-markers.json
 $R bench replay --json docs/bench/replay.json
 $R bench pricing --json docs/bench/pricing.json
 scripts/run_experiments.sh

@@ -39,7 +39,9 @@
     var R = window.Ridehail;
     var stats = { frames: 0, mode: 'connecting' };
     var panel = null;
-    var cars = R.cars.create(map, function (car) { return panel !== null && panel.isMine(car); });
+    // the cars' drawer: one canvas (default) or, for comparison, Leaflet markers (?renderer=markers)
+    var kind = new URLSearchParams(location.search).get('renderer') === 'markers' ? 'markers' : 'canvas';
+    var cars = R.cars.create(map, function (car) { return panel !== null && panel.isMine(car); }, kind);
     var surge = R.surge.create(map);
     var feed = null;
     panel = R.panel.create(map, {
@@ -87,6 +89,11 @@
 
     window.__ridehail = {
       carCount: cars.count,
+      carsDrawn: cars.drawn,
+      carsInView: cars.inView,
+      draws: cars.draws,
+      carTiming: cars.timing,
+      renderer: function () { return cars.renderer; },
       positions: cars.positions,
       stats: function () {
         var s = panel.state;

@@ -33,6 +33,10 @@ SMALL_RUNS = {
         ["--events", "20000", "--timing-seconds", "3", "--no-determinism"],
         ["max_speed_events_per_s", "timing_error_p99_ms"],
     ),
+    "map": (
+        ["--cars", "500", "--seconds", "3", "--warmup", "1"],
+        ["cars", "cars_drawn", "fps", "gps_to_browser_p50_ms", "gps_to_browser_p99_ms", "cpu_count", "seconds"],
+    ),
     "pricing": (
         ["--drivers", "500", "--pings-per-driver", "5", "--requests", "200", "--clients", "8", "--seconds", "3"],
         ["cells", "events_per_s", "recompute_ms", "quote_p99_ms"],

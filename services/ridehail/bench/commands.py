@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ridehail.bench import map_browser
 from ridehail.bench.experiments import commands as experiments
 
 ADMIN_URL_OPTION = typer.Option(
@@ -38,6 +39,7 @@ def instance_counts(instances: str) -> tuple[int, ...]:
 
 def register(bench: typer.Typer) -> None:
     experiments.register(bench)
+    map_browser.register(bench)
 
     @bench.command("auth")
     def bench_auth(

@@ -2,11 +2,11 @@
 coalescing (newest ping per driver, what cannot be stored dead-lettered with the reason).
 
 Fetch settings (librdkafka 2.16 against the embedded broker, a backlog of 600k pings, consumer
-alone, ``/tmp`` probe recorded in ``docs/matching.md``): with the defaults the client stops
+alone: ``consumer_probe`` in ``docs/bench/matching-ingest-runs.json``): with the defaults the client stops
 fetching a partition whenever its local queue holds ``queued.min.messages`` (100k) and waits
 ``fetch.queue.backoff.ms`` (1 s) before asking again, so a consumer that drains fast idles on a
-refilling queue: 128-165k msg/s at 24-37 % CPU. A deeper queue (still capped by
-``queued.max.messages.kbytes``, 64 MiB) and a short back-off: 320-344k msg/s.
+refilling queue: 93-165k msg/s. A deeper queue (still capped by
+``queued.max.messages.kbytes``, 64 MiB) and a short back-off: 329-344k msg/s.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def register(bench: typer.Typer) -> None:
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
         admin_url: str | None = ADMIN_URL_OPTION,
         ingest_drivers: int = typer.Option(10_000, help="Drivers in the ingest phase."),
-        ingest_rate: float = typer.Option(60_000, help="Offered pings per second in the ingest phase."),
+        ingest_rate: float = typer.Option(150_000, help="Offered pings per second in the ingest phase."),
         ingest_seconds: float = typer.Option(10.0, help="Length of the ingest phase."),
         assign_drivers: int = typer.Option(1000, help="Available drivers in the assignment phase."),
         assign_rps: float = typer.Option(20.0, help="Ride requests per second (REST) in the assignment phase."),
@@ -103,7 +103,7 @@ def register(bench: typer.Typer) -> None:
         scale_rps: float = typer.Option(10.0, min=0.1, help="Scale phase: ride requests per second."),
     ) -> None:
         """Ingest rate, REST-to-assigned latency, batched solver time, greedy vs batched pickup ETA,
-        lost and double-assigned (targets: >= 50k pings/s, p99 <= 50 ms, solve <= 100 ms, 0, 0);
+        lost and double-assigned (targets: >= 100k pings/s, p99 <= 50 ms, solve <= 100 ms, 0, 0);
         with --instances, the same work for several instances under one CPU budget each."""
         from ridehail.bench.cpu_quota import CpuQuotaUnavailable, check_cpu_quota
         from ridehail.bench.matching import run_bench

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
@@ -201,16 +201,22 @@ class BatchConsumer:
             await loop.run_in_executor(None, consumer.close)
             log.info("consumer_closed", consumer=self.name)
 
-    async def _process(self, messages: list[Message], stop: asyncio.Event) -> None:
+    def _decode(self, messages: list[Message]) -> tuple[list[Decoded], list[Rejected]]:
+        """Decode ``messages``: the whole batch in one pass when every message is clean (the
+        usual case: no per-message Python frame), else one by one, each failure with its reason."""
+        values = list(map(Message.value, messages))
+        if not any(map(Message.error, messages)) and None not in values:
+            clean = cast(list[bytes], values)
+            if max(map(len, clean)) <= self._max_bytes and (events := self._decoder.decode_many(clean)) is not None:
+                return list(map(Decoded, events, messages)), []
         good: list[Decoded] = []
         bad: list[Rejected] = []
-        for msg in messages:
+        for msg, value in zip(messages, values, strict=True):
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume_error", consumer=self.name, error=err.str())
                 continue
-            value = msg.value()
             if value is not None and len(value) > self._max_bytes:
                 bad.append(Rejected(msg, f"message too large: {len(value)} bytes > {self._max_bytes}"))
                 continue
@@ -220,6 +226,10 @@ class BatchConsumer:
                 bad.append(Rejected(msg, exc.reason))
             except Exception as exc:  # a decoder must never stop the consumer either
                 bad.append(Rejected(msg, f"could not be decoded: {describe(exc)}"))
+        return good, bad
+
+    async def _process(self, messages: list[Message], stop: asyncio.Event) -> None:
+        good, bad = self._decode(messages)
         delay = 0.2
         while True:
             started = time.perf_counter()
@@ -298,13 +308,10 @@ class BatchConsumer:
 
     def _store_offsets(self, messages: list[Message]) -> None:
         assert self._consumer is not None
-        last: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if msg.error() is None and topic is not None and partition is not None and offset is not None:
-                key = (topic, partition)
-                last[key] = max(last.get(key, -1), offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        # librdkafka hands out each partition's messages in offset order: the last one per
+        # partition is its highest (one dict comprehension, not a max() per message).
+        last = {(m.topic(), m.partition()): m.offset() for m in messages if m.error() is None}
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items() if t and p is not None and o is not None]
         if not offsets:
             return
         try:

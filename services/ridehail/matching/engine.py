@@ -25,13 +25,13 @@ from ridehail.common.batch_consumer import Decoded, Rejected
 from ridehail.common.db import transaction
 from ridehail.common.failures import describe, is_infrastructure_failure, is_input_failure
 from ridehail.common.logging import get_logger
-from ridehail.domain.events import DriverLocation, LatLon, RideCancelled, event_type
-from ridehail.domain.geo import SERVICE_AREA
+from ridehail.domain.events import LatLon, RideCancelled
 from ridehail.domain.lifecycle import IllegalTransition
 from ridehail.matching import metrics as m
 from ridehail.matching import presence
 from ridehail.matching.assigning import assign_batched, assign_greedy, expire_waiting
 from ridehail.matching.eta import EtaModel
+from ridehail.matching.locations import coalesce
 from ridehail.matching.offering import withdraw_due_offers
 from ridehail.matching.ride_events import apply_ride_event
 from ridehail.matching.settings import MatchingSettings
@@ -77,28 +77,7 @@ class MatchingEngine(MatchingState):
 
     # -- locations ---------------------------------------------------------------------------------
     async def handle_locations(self, batch: list[Decoded]) -> list[Rejected]:
-        rejected: list[Rejected] = []
-        newest: dict[str, DriverLocation] = {}
-        for item in batch:
-            ping = item.event
-            problem = unstorable(item)
-            if problem:
-                rejected.append(Rejected(item.message, problem))
-                continue
-            if not isinstance(ping, DriverLocation):
-                rejected.append(Rejected(item.message, f"unexpected event {event_type(type(ping))} on locations"))
-                continue
-            if not SERVICE_AREA.contains(ping.lat, ping.lon):
-                rejected.append(Rejected(item.message, f"position outside the service area: {ping.lat},{ping.lon}"))
-                continue
-            previous = newest.get(ping.driver_id)
-            if previous is not None and ping.seq < previous.seq:
-                rejected.append(
-                    Rejected(item.message, f"backwards seq for {ping.driver_id}: {ping.seq} after {previous.seq}")
-                )
-                continue
-            newest[ping.driver_id] = ping
-        pings = list(newest.values())
+        pings, rejected = coalesce(batch)
         async with transaction(self._factory) as session:
             changed = await drivers.upsert_locations(session, pings)
         m.STALE_PINGS.inc(len(pings) - changed)

@@ -24,6 +24,7 @@ from ridehail.domain.events import (
 from ridehail.domain.topics import DRIVER_LOCATION, RIDE_EVENT, RIDE_REQUEST
 from ridehail.matching.engine import MatchingEngine
 from ridehail.matching.eta import make_eta_model
+from ridehail.matching.locations import LOCATION_FETCH, tune_collector
 from ridehail.matching.settings import MatchingSettings
 
 log = get_logger(__name__)
@@ -59,6 +60,7 @@ class MatchingService:
             name=f"{instance}-locations",
             batch_max=settings.matching_location_batch_max,
             batch_timeout_ms=settings.matching_location_batch_timeout_ms,
+            **LOCATION_FETCH,
             **session,
         )
         self.rides = BatchConsumer(
@@ -143,6 +145,7 @@ class MatchingService:
             await http
             await self._close_clients()
             return
+        tune_collector()  # the location path's batches: see ridehail.matching.locations
         tasks = [
             asyncio.create_task(self.locations.run(stop), name="locations"),
             asyncio.create_task(self.rides.run(stop), name="rides"),

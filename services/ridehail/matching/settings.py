@@ -54,7 +54,7 @@ class MatchingSettings(CommonSettings):
         "against such a broker set 6000 or more.",
     )
     matching_location_batch_max: int = Field(
-        default=20_000, ge=1, le=100_000, description="Location consumer: most pings per batch."
+        default=50_000, ge=1, le=100_000, description="Location consumer: most pings per batch."
     )
     matching_location_batch_timeout_ms: int = Field(
         default=100, ge=1, le=10_000, description="Location consumer: longest wait to fill a batch."

@@ -34,11 +34,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
 from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
-from ridehail.bench.stack_probe import StackProbe, consumer_lags
+from ridehail.bench.stack_probe import StackProbe, consumer_batches, consumer_lags, postgres_cpu_s
 
 TARGETS = {
     "rss_mb_total": "<= 600 at 1,000 drivers",
@@ -212,6 +213,8 @@ async def _drive(
         metrics = httpx.Client(timeout=1.0)
         started = time.monotonic()
         first = last = probe.sample()
+        me = psutil.Process()
+        pg_first = pg_last = postgres_cpu_s(me)
         total = warmup_s + seconds
         try:
             while (elapsed := time.monotonic() - started) < total:
@@ -223,8 +226,10 @@ async def _drive(
                 if measuring and not log.measuring:
                     log.measuring = feed.measuring = True
                     first = probe.sample()
+                    pg_first = postgres_cpu_s(me)
                     continue
                 last = probe.sample()
+                pg_last = postgres_cpu_s(me)
                 step_lags = await asyncio.to_thread(consumer_lags, metrics, metrics_urls)
                 prev = probe.samples[-2]
                 cores, _ = probe.cpu_cores(prev, last)
@@ -239,6 +244,7 @@ async def _drive(
                 say(
                     _progress("measure" if log.measuring else "warm-up", elapsed, total, rss, cores, log, feed, lag_now)
                 )
+            batches = await asyncio.to_thread(consumer_batches, metrics, metrics_urls)
         finally:
             log.measuring = feed.measuring = False
             stop.set()
@@ -284,6 +290,8 @@ async def _drive(
         "feed_car_updates": feed.car_updates,
         "consumer_lag_max": max(lags.values(), default=0.0),
         "consumer_lag_max_by_consumer": dict(sorted(lags.items())),
+        "consumer_batches": batches,
+        "postgres_cpu_cores": round((pg_last - pg_first) / max(1e-9, last.at - first.at), 3) if pg_last else None,
         "measured_seconds": round(last.at - first.at, 2),
     }
 

@@ -101,6 +101,46 @@ class StackProbe:
         return sum(by.values()), by
 
 
+_BATCH = re.compile(
+    r'^ridehail_consumer_batch_(seconds|size)_(sum|count)\{consumer="([^"]+)"\} ([0-9.eE+-]+)$', re.MULTILINE
+)
+
+
+def consumer_batches(client: httpx.Client, metrics_urls: list[str]) -> dict[str, dict[str, float]]:
+    """Per consumer: batches applied, mean batch size and mean time to apply one (handler + commit)."""
+    raw: dict[str, dict[str, float]] = {}
+    for url in metrics_urls:
+        try:
+            text = client.get(url).text
+        except httpx.HTTPError:
+            continue
+        for what, agg, consumer, value in _BATCH.findall(text):
+            raw.setdefault(consumer, {})[f"{what}_{agg}"] = float(value)
+    out: dict[str, dict[str, float]] = {}
+    for consumer, v in sorted(raw.items()):
+        n = v.get("seconds_count", 0.0)
+        if n:
+            out[consumer] = {
+                "batches": n,
+                "mean_size": round(v.get("size_sum", 0.0) / max(1.0, v.get("size_count", 0.0)), 1),
+                "mean_ms": round(1000 * v.get("seconds_sum", 0.0) / n, 2),
+            }
+    return out
+
+
+def postgres_cpu_s(root: psutil.Process) -> float:
+    """CPU seconds of the Postgres processes under ``root`` (the bench's throw-away server)."""
+    total = 0.0
+    for p in root.children(recursive=True):
+        try:
+            if "postgres" in p.name():
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
 def consumer_lags(client: httpx.Client, metrics_urls: list[str]) -> dict[str, float]:
     """``ridehail_consumer_lag`` of every consumer the services report (messages behind the end)."""
     lags: dict[str, float] = {}

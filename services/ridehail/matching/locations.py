@@ -22,6 +22,10 @@ from ridehail.matching.validation import BIGINT_MAX, unstorable
 LOCATION_FETCH: dict[str, Any] = {
     "queued.min.messages": 1_000_000,
     "fetch.queue.backoff.ms": 10,
+    # An empty fetch is held this long by the broker. The embedded broker pays ~1.5 ms of CPU per
+    # fetch whether or not it returns data (docs/performance.md), and a driver row 200 ms staler
+    # changes no assignment (pings come once a second); under load fetches return data at once.
+    "fetch.wait.max.ms": 200,
 }
 
 # The collector's first-generation threshold (CPython's default: 700 allocations). A batch of

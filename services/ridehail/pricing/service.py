@@ -119,6 +119,9 @@ class PricingService:
             name="pricing",
             batch_max=5000,
             batch_timeout_ms=100,
+            # surge is recomputed every few seconds: an idle fetch may wait long (each empty fetch
+            # costs the embedded broker CPU, docs/performance.md)
+            **{"fetch.wait.max.ms": 500},
         )
         self.started = False
         self.published = 0

@@ -128,14 +128,15 @@ def consumer_batches(client: httpx.Client, metrics_urls: list[str]) -> dict[str,
     return out
 
 
-def postgres_cpu_s(root: psutil.Process) -> float:
-    """CPU seconds of the Postgres processes under ``root`` (the bench's throw-away server)."""
+def postgres_cpu_s() -> float:
+    """CPU seconds of every Postgres process on the machine (the stack's server and any other:
+    the stack's own share cannot be told apart when several run)."""
     total = 0.0
-    for p in root.children(recursive=True):
+    for p in psutil.process_iter(["name"]):
         try:
-            if "postgres" in p.name():
+            if p.info["name"] == "postgres":
                 t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
+                total += t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total

@@ -28,7 +28,7 @@ from ridehail.common.health import health_router
 from ridehail.common.http_errors import error_response, install_error_handlers
 from ridehail.common.logging import get_logger
 from ridehail.common.security_headers import DOCS_CDN, SecurityHeaders
-from ridehail.domain.errors import NotFound
+from ridehail.domain.errors import NotFound, Unavailable
 from ridehail.gateway.context import GatewayContext, LiveViewer
 from ridehail.gateway.drivers_api import router as drivers_router
 from ridehail.gateway.quotes_api import router as quotes_router
@@ -110,15 +110,22 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     install_error_handlers(app)
 
     page_cache: dict[str, str] = {}
+    page_lock = asyncio.Lock()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def map_page(request: Request) -> HTMLResponse:
-        from ridehail.gateway.map_page import build_map_html, map_page_policy
+        from ridehail.gateway.page_policy import build_page_in_child, map_page_policy
 
         if "html" not in page_cache:
-            page_cache["html"] = await asyncio.to_thread(
-                build_map_html, ws_port=ctx.settings.gateway_ws_port, tiles=ctx.settings.map_tiles
-            )
+            async with page_lock:  # concurrent first visitors wait for one build
+                if "html" not in page_cache:
+                    try:
+                        page_cache["html"] = await build_page_in_child(
+                            ctx.settings.gateway_ws_port, ctx.settings.map_tiles
+                        )
+                    except RuntimeError as exc:
+                        log.error("map_page_build_failed", error=str(exc))
+                        raise Unavailable(f"the map page could not be built: {exc}") from None
         html = page_cache["html"]
         policy = map_page_policy(html, request.url.hostname, ctx.settings.gateway_ws_port, ctx.settings.map_tiles)
         return HTMLResponse(html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy})

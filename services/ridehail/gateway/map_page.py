@@ -4,27 +4,27 @@ The page makes no external request by default: Leaflet comes from ``/static/leaf
 installed into ``frontend/node_modules`` by ``npm ci --prefix frontend``), the roads from
 ``/static/roads.geojson`` and the live feed from the gateway's websocket port on the same host.
 An online basemap (OpenStreetMap tiles) is opt-in with ``RIDEHAIL_MAP_TILES=osm``. The page is
-served with a Content-Security-Policy that allows exactly that (:func:`map_page_policy`).
+served with a Content-Security-Policy that allows exactly that
+(:func:`ridehail.gateway.page_policy.map_page_policy`).
+
+The gateway builds the page once, in a one-shot child (``python -m ridehail.gateway.map_page``):
+folium, branca and jinja2 stay out of the long-lived gateway process (about 30 MB).
 """
 
 from __future__ import annotations
 
-import json
-import re
+import argparse
+import sys
 from typing import Any
 
 import folium
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
-from ridehail.common.security_headers import html_policy
 from ridehail.domain.geo import SERVICE_AREA
-
-HOST_NAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a DNS name, IPv4 or [IPv6]
 
 # The map's code, in load order (car drawing, surge, feed and panel before the file that wires them)
 SCRIPTS = ("/static/cars.js", "/static/surge.js", "/static/feed.js", "/static/panel.js", "/static/map.js")
-TILE_SERVERS = {"osm": "https://tile.openstreetmap.org"}
 LEAFLET_JS = "/static/leaflet/leaflet.js"
 LEAFLET_CSS = "/static/leaflet/leaflet.css"
 ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
@@ -115,17 +115,15 @@ def build_map_html(ws_port: int, tiles: str = "none") -> str:
     return build_map(ws_port, tiles).get_root().render()
 
 
-def map_page_policy(html: str, host: str | None, ws_port: int, tiles: str = "none") -> str:
-    """The page's Content-Security-Policy: its own origin, folium's inline scripts and styles by
-    hash (computed from the page as built, so exactly those run), the live feed's websocket on
-    ``host`` (the host the browser asked for; a malformed one gets no websocket source), and the
-    tile server when the opt-in basemap is on. Never 'unsafe-inline' or 'unsafe-eval'."""
-    connect = []
-    if host and HOST_NAME.fullmatch(host):
-        connect = [f"ws://{host}:{ws_port}", f"wss://{host}:{ws_port}"]
-    img = [TILE_SERVERS[tiles]] if tiles in TILE_SERVERS else []
-    return html_policy(html.encode(), connect=connect, img=img)
+def main(argv: list[str] | None = None) -> int:
+    """Write the page's HTML to standard output (what the gateway serves)."""
+    parser = argparse.ArgumentParser(prog="python -m ridehail.gateway.map_page")
+    parser.add_argument("--ws-port", type=int, required=True)
+    parser.add_argument("--tiles", default="none")
+    args = parser.parse_args(argv)
+    sys.stdout.write(build_map_html(args.ws_port, args.tiles))
+    return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - manual preview
-    print(json.dumps({"bytes": len(build_map_html(8002))}))
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""A small ``ridehail bench stack`` in the test command: the real ``ridehail up`` (100 drivers),
+rides through the REST API and a websocket client on the whole city. It checks that the JSON has
+its documented keys as numbers and that every part was really measured (rides offered, GPS
+samples, every service's memory); never how fast or how heavy (the numbers are in
+docs/bench/stack-*.json)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import admin_dsn
+
+pytestmark = pytest.mark.e2e
+
+NUMBERS = [
+    "rss_mb_total",
+    "cpu_cores_total",
+    "request_to_offer_p50_ms",
+    "request_to_offer_p95_ms",
+    "request_to_offer_p99_ms",
+    "gps_to_client_p50_ms",
+    "gps_to_client_p99_ms",
+    "consumer_lag_max",
+]
+SERVICES = {"supervisor", "broker", "auth", "matching", "pricing", "gateway", "simulator"}
+
+
+def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
+    out = tmp_path / "stack.json"
+    args = ["--drivers", "100", "--rides-per-s", "2", "--seconds", "6", "--warmup", "4", "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "ridehail.cli", "bench", "stack", *args, "--admin-url", admin_dsn()],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for key in NUMBERS:
+        assert isinstance(data[key], int | float), f"{key} = {data[key]!r}"
+    assert set(data["rss_mb_by_service"]) == SERVICES, data["rss_mb_by_service"]
+    assert all(mb > 5 for mb in data["rss_mb_by_service"].values()), data["rss_mb_by_service"]
+    assert data["rides_requested"] >= 5 and data["rides_offered"] == data["rides_requested"], data
+    assert data["gps_to_client_samples"] > 50
+    assert set(data["ride_path_stages"]) == {"post_to_row", "row_to_published", "published_to_offered"}
+    assert len(data["machine"]["load_average_at_start"]) == 3
+    assert "[measure]" in result.stderr  # the progress display

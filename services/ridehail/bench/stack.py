@@ -222,11 +222,11 @@ async def _drive(
                 measuring = elapsed >= warmup_s
                 if measuring and not log.measuring:
                     log.measuring = feed.measuring = True
-                    first = probe.sample()
-                    pg_first = postgres_cpu_s()
+                    first = await asyncio.to_thread(probe.sample)  # off the loop: the feed client times frames
+                    pg_first = await asyncio.to_thread(postgres_cpu_s)
                     continue
-                last = probe.sample()
-                pg_last = postgres_cpu_s()
+                last = await asyncio.to_thread(probe.sample)
+                pg_last = await asyncio.to_thread(postgres_cpu_s)
                 step_lags = await asyncio.to_thread(consumer_lags, metrics, metrics_urls)
                 prev = probe.samples[-2]
                 cores, _ = probe.cpu_cores(prev, last)

@@ -16,5 +16,7 @@ $R bench map --cars 10000 --seconds 30 --json docs/bench/map.json
 $R bench map --cars 10000 --seconds 30 --renderer markers --json docs/bench/map-markers.json
 $R bench replay --json docs/bench/replay.json
 $R bench pricing --json docs/bench/pricing.json
+$R bench stack --drivers 1000 --rides-per-s 10 --seconds 60 --json docs/bench/stack-1000.json
+$R bench stack --drivers 3000 --rides-per-s 10 --seconds 60 --json docs/bench/stack-3000.json
 scripts/run_experiments.sh
 echo "load after: $(uptime)"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from ridehail.bench import map_browser
 from ridehail.bench.experiments import commands as experiments
 
 ADMIN_URL_OPTION = typer.Option(
@@ -39,7 +38,6 @@ def instance_counts(instances: str) -> tuple[int, ...]:
 
 def register(bench: typer.Typer) -> None:
     experiments.register(bench)
-    map_browser.register(bench)
 
     @bench.command("auth")
     def bench_auth(
@@ -326,3 +324,29 @@ def register(bench: typer.Typer) -> None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(result, indent=2) + "\n")
         print_result(result, json_path)
+
+    @bench.command("map")
+    def bench_map(
+        cars: int = typer.Option(10_000, min=1, help="Simulated cars, all in the page's view."),
+        seconds: float = typer.Option(20.0, min=2, help="Measurement time once the cars are on the page."),
+        renderer: str = typer.Option(
+            "canvas", help="The car drawer: canvas (one canvas, the default) or markers (Leaflet circle markers)."
+        ),
+        warmup: float = typer.Option(3.0, min=0, help="Seconds between the fleet on the page and the measurement."),
+        json_path: Path = typer.Option(Path("docs/bench/map.json"), "--json", help="Where to write the results."),
+    ) -> None:
+        """The live map in headless Chromium with CARS cars in view: fps, GPS -> browser p50/p99."""
+        import signal
+        import sys
+
+        from ridehail.bench.map_browser import RENDERERS, run_bench, write_json
+
+        if renderer not in RENDERERS:
+            raise typer.BadParameter(f"--renderer wants one of {', '.join(RENDERERS)}")
+        # a SIGTERM (a test's time-out) unwinds like Ctrl-C, so broker, gateway and simulator are stopped
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        result = run_bench(cars, seconds, renderer=renderer, warmup_s=warmup, progress=typer.echo)
+        write_json(json_path, result)
+        for key in ("cars", "cars_drawn", "fps", "gps_to_browser_p50_ms", "gps_to_browser_p99_ms", "renderer"):
+            typer.echo(f"{key:24} {result[key]}")
+        typer.echo(f"written to {json_path}")

@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,6 @@ from typing import Any
 
 import httpx
 import psutil
-import typer
 
 from ridehail.common.broker import start_broker, stop_process
 from ridehail.common.ports import free_port
@@ -383,28 +381,3 @@ def browser_version() -> str:
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def register(bench: typer.Typer) -> None:
-    """``ridehail bench map`` (registered by :mod:`ridehail.bench.commands`)."""
-
-    @bench.command("map")
-    def bench_map(
-        cars: int = typer.Option(10_000, min=1, help="Simulated cars, all in the page's view."),
-        seconds: float = typer.Option(20.0, min=2, help="Measurement time once the cars are on the page."),
-        renderer: str = typer.Option(
-            "canvas", help="The car drawer: canvas (one canvas, the default) or markers (Leaflet circle markers)."
-        ),
-        warmup: float = typer.Option(3.0, min=0, help="Seconds between the fleet on the page and the measurement."),
-        json_path: Path = typer.Option(Path("docs/bench/map.json"), "--json", help="Where to write the results."),
-    ) -> None:
-        """The live map in headless Chromium with CARS cars in view: fps, GPS -> browser p50/p99."""
-        if renderer not in RENDERERS:
-            raise typer.BadParameter(f"--renderer wants one of {', '.join(RENDERERS)}")
-        # a SIGTERM (a test's time-out) unwinds like Ctrl-C, so broker, gateway and simulator are stopped
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        result = run_bench(cars, seconds, renderer=renderer, warmup_s=warmup, progress=typer.echo)
-        write_json(json_path, result)
-        for key in ("cars", "cars_drawn", "fps", "gps_to_browser_p50_ms", "gps_to_browser_p99_ms", "renderer"):
-            typer.echo(f"{key:24} {result[key]}")
-        typer.echo(f"written to {json_path}")

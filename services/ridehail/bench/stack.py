@@ -38,7 +38,7 @@ import numpy as np
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
 from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
-from ridehail.bench.stack_probe import StackProbe, consumer_batches, consumer_lags, postgres_cpu_s
+from ridehail.bench.stack_probe import StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
 
 TARGETS = {
     "rss_mb_total": "<= 600 at 1,000 drivers",
@@ -54,6 +54,7 @@ class RideLog:
     sent_ms: dict[str, float] = field(default_factory=dict)  # ride_id -> wall ms when the POST was sent
     post_s: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    refused: int = 0  # requests of the window that got no 202 (counted as never offered)
     measuring: bool = False
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -86,9 +87,12 @@ async def _request_ride(
     except httpx.HTTPError as exc:
         key = type(exc).__name__
         log.statuses[key] = log.statuses.get(key, 0) + 1
+        log.refused += measuring
         return
     log.statuses[str(resp.status_code)] = log.statuses.get(str(resp.status_code), 0) + 1
-    if resp.status_code == 202 and measuring:
+    if resp.status_code != 202:
+        log.refused += measuring
+    elif measuring:
         log.sent_ms[str(resp.json()["ride_id"])] = sent_ms
         log.post_s.append(time.perf_counter() - t0)
 
@@ -211,6 +215,7 @@ async def _drive(
         metrics = httpx.Client(timeout=1.0)
         started = time.monotonic()
         first = last = probe.sample()
+        counters_first: dict[str, dict[str, float]] = {}
         pg_first = pg_last = postgres_cpu_s()
         total = warmup_s + seconds
         try:
@@ -223,6 +228,7 @@ async def _drive(
                 if measuring and not log.measuring:
                     log.measuring = feed.measuring = True
                     first = await asyncio.to_thread(probe.sample)  # off the loop: the feed client times frames
+                    counters_first = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
                     pg_first = await asyncio.to_thread(postgres_cpu_s)
                     continue
                 last = await asyncio.to_thread(probe.sample)
@@ -241,7 +247,8 @@ async def _drive(
                 say(
                     _progress("measure" if log.measuring else "warm-up", elapsed, total, rss, cores, log, feed, lag_now)
                 )
-            batches = await asyncio.to_thread(consumer_batches, metrics, metrics_urls)
+            counters_last = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
+            batches = batch_window(counters_first, counters_last, time.monotonic() - first.at)
         finally:
             log.measuring = feed.measuring = False
             stop.set()
@@ -263,7 +270,8 @@ async def _drive(
         await asyncio.sleep(1.0)
     offers = {r: t["offered_ms"] for r, t in timelines.items() if t["offered_ms"] is not None}
     waits = [(float(offers[r]) - log.sent_ms[r]) / 1000 for r in ride_ids if offers.get(r) is not None]
-    offer_stats = uncensored_percentiles_ms(waits, len(ride_ids) - len(waits), qs=(50, 95, 99))
+    unanswered = len(ride_ids) - len(waits) + log.refused  # no offer, or no ride at all
+    offer_stats = uncensored_percentiles_ms(waits, unanswered, qs=(50, 95, 99))
     return {
         "rss_mb_total": round(max(rss_totals), 1) if rss_totals else None,
         "rss_mb_total_median": round(float(np.median(rss_totals)), 1) if rss_totals else None,
@@ -275,7 +283,8 @@ async def _drive(
         "request_to_offer_p99_ms": offer_stats["p99"],
         "request_to_offer": offer_stats,
         "ride_path_stages": _stage_stats(log, timelines),
-        "rides_requested": len(ride_ids),
+        "rides_requested": len(ride_ids) + log.refused,
+        "rides_refused": log.refused,
         "rides_offered": len(waits),
         "ride_post_statuses": dict(sorted(log.statuses.items())),
         "ride_post_p50_ms": _pct([x * 1000 for x in log.post_s], 50),

@@ -106,8 +106,8 @@ _BATCH = re.compile(
 )
 
 
-def consumer_batches(client: httpx.Client, metrics_urls: list[str]) -> dict[str, dict[str, float]]:
-    """Per consumer: batches applied, mean batch size and mean time to apply one (handler + commit)."""
+def batch_counters(client: httpx.Client, metrics_urls: list[str]) -> dict[str, dict[str, float]]:
+    """Per consumer: the batch counters its service reports now (``seconds_sum``, ``size_count``...)."""
     raw: dict[str, dict[str, float]] = {}
     for url in metrics_urls:
         try:
@@ -116,14 +116,24 @@ def consumer_batches(client: httpx.Client, metrics_urls: list[str]) -> dict[str,
             continue
         for what, agg, consumer, value in _BATCH.findall(text):
             raw.setdefault(consumer, {})[f"{what}_{agg}"] = float(value)
+    return raw
+
+
+def batch_window(
+    start: dict[str, dict[str, float]], end: dict[str, dict[str, float]], wall_s: float
+) -> dict[str, dict[str, float]]:
+    """Per consumer, between two readings: batches applied, mean batch size, mean time to apply one
+    (handler + commit) and the share of the window spent applying batches."""
     out: dict[str, dict[str, float]] = {}
-    for consumer, v in sorted(raw.items()):
-        n = v.get("seconds_count", 0.0)
-        if n:
+    for consumer, v in sorted(end.items()):
+        s0 = start.get(consumer, {})
+        d = {k: v.get(k, 0.0) - s0.get(k, 0.0) for k in ("seconds_sum", "seconds_count", "size_sum", "size_count")}
+        if d["seconds_count"] > 0:
             out[consumer] = {
-                "batches": n,
-                "mean_size": round(v.get("size_sum", 0.0) / max(1.0, v.get("size_count", 0.0)), 1),
-                "mean_ms": round(1000 * v.get("seconds_sum", 0.0) / n, 2),
+                "batches": d["seconds_count"],
+                "mean_size": round(d["size_sum"] / max(1.0, d["size_count"]), 1),
+                "mean_ms": round(1000 * d["seconds_sum"] / d["seconds_count"], 2),
+                "busy_share": round(d["seconds_sum"] / max(1e-9, wall_s), 3),
             }
     return out
 

@@ -367,10 +367,10 @@ def consume_batch(consumer: Any, max_messages: int, fill_s: float, idle_s: float
     """Block until a first message arrives (at most ``idle_s``), then take what else comes within
     ``fill_s`` (0: only what is already fetched), up to ``max_messages`` in all.
 
-    ``consumer.consume(n, t)`` alone waits for ``n`` messages or the full ``t``: every quiet-time
-    message waited the whole fill time, and a short ``t`` made an idle consumer spin. Here a lone
-    ride request is handed over as soon as it arrives, and a busy consumer still gets big batches
-    (whatever arrived while the previous batch was being applied). Call it off the event loop."""
+    ``consumer.consume(n, t)`` alone waits for ``n`` messages or the full ``t``, so a short ``t``
+    made an idle consumer spin. Here an idle consumer blocks in one call; a message that arrives
+    alone waits ``fill_s`` for company (the ride consumers use 2 ms or none), and a busy consumer
+    still gets big batches. Call it off the event loop."""
     first: list[Message] = consumer.consume(1, idle_s)
     if not first or max_messages <= 1:
         return first

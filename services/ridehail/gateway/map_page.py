@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ws-port", type=int, required=True)
     parser.add_argument("--tiles", default="none")
     args = parser.parse_args(argv)
-    sys.stdout.write(build_map_html(args.ws_port, args.tiles))
+    sys.stdout.buffer.write(build_map_html(args.ws_port, args.tiles).encode("utf-8"))  # read back as UTF-8
     return 0
 
 

@@ -42,9 +42,11 @@ async def build_page_in_child(ws_port: int, tiles: str) -> str:
     try:
         out, err = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT_S)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise RuntimeError(f"building the map page took over {BUILD_TIMEOUT_S:.0f} s") from None
+    finally:
+        if proc.returncode is None:  # timed out, or the request was cancelled: no child outlives it
+            proc.kill()
+            await proc.wait()
     if proc.returncode != 0:
         last = (err.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"building the map page failed (exit {proc.returncode}): {last}")

@@ -160,7 +160,10 @@ class Stack:
                 f"preparing the database and topics failed (exit code {done.returncode}; the reason is above)"
             )
         lines = done.stdout.strip().splitlines()
-        result: dict[str, str] = json.loads(lines[-1]) if lines else {}
+        try:
+            result: dict[str, str] = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            raise StackError(f"preparing the database and topics printed no result: {lines[-1][:200]!r}") from None
         return result
 
     def _child_env(self) -> dict[str, str]:

@@ -63,7 +63,8 @@
     }
     map.on('moveend', function () { if (feed.connected) subscribe(); });
 
-    feed = R.feed.create(config, {
+    var newestPing = new Map();  // car id -> time of the newest ping shown
+        feed = R.feed.create(config, {
       token: function () { return panel.state.token; },
       onConnecting: function () { setMode('connecting'); },
       onHello: function () { setMode(panel.state.stats.mode || 'live'); subscribe(); },
@@ -72,8 +73,11 @@
         stats.frames++;
         var carsIn = Array.isArray(msg.c) ? msg.c : [], events = Array.isArray(msg.e) ? msg.e : [];
         for (var i = 0; i < carsIn.length; i++) {
-          cars.apply(carsIn[i], now);
-          panel.latency(Date.now() - carsIn[i][4]);
+          var c = carsIn[i], seen = newestPing.get(c[0]);
+          cars.apply(c, now);
+          // GPS -> browser is a ping's first delivery: an entry re-sent because its car changed state
+          // (an offer, an assignment, gone silent) carries the time of a ping this page already had.
+          if (seen === undefined || c[4] > seen) { newestPing.set(c[0], c[4]); panel.latency(Date.now() - c[4]); }
         }
         for (var j = 0; j < events.length; j++) panel.onRideEvent(events[j]);
       },

@@ -309,6 +309,10 @@ def register(bench: typer.Typer) -> None:
         seconds: float = typer.Option(60.0, "--seconds", min=2, help="Measured window, seconds (after the warm-up)."),
         warmup: float = typer.Option(15.0, "--warmup", min=0, help="Seconds of load before measuring."),
         json_path: Path = typer.Option(None, "--json", help="Write the results here as JSON."),
+        broker: str = typer.Option(
+            "tansu", "--broker", help="tansu (embedded, the default of ridehail up) or kafka (local Apache Kafka)."
+        ),
+        kafka_brokers: int = typer.Option(1, "--kafka-brokers", min=1, max=9, help="Nodes, with --broker kafka."),
         admin_url: str | None = ADMIN_URL_OPTION,
     ) -> None:
         """The whole stack as `ridehail up` runs it: RSS and CPU by service, request -> first offer and
@@ -319,7 +323,18 @@ def register(bench: typer.Typer) -> None:
         def say(line: str) -> None:
             typer.echo(line, err=True)
 
-        result = run_stack_bench(drivers, rides_per_s, seconds, warmup_s=warmup, admin_url=admin_url, say=say)
+        if broker not in ("tansu", "kafka"):
+            raise typer.BadParameter("tansu or kafka", param_hint="--broker")
+        result = run_stack_bench(
+            drivers,
+            rides_per_s,
+            seconds,
+            warmup_s=warmup,
+            admin_url=admin_url,
+            broker=broker,
+            kafka_brokers=kafka_brokers,
+            say=say,
+        )
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -55,8 +55,26 @@ class ClientStats:
     raw: int = 0
     sizes: list[int] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    resent: int = 0  # car entries carrying a ping this client already had (a ride event, a car gone silent)
+    newest_ts: dict[str, int] = field(default_factory=dict)  # car -> newest ping time seen
     measuring: bool = False
     timing: bool = True  # parse frames and time car entries (else only count frames and bytes)
+
+    def new_pings(self, cars: list[list[Any]]) -> list[int]:
+        """The ping times of the entries that bring this client a ping it has not had: GPS -> client
+        latency is the first delivery of a ping. An entry re-sent because its car changed state (an
+        offer, an assignment, no ping for a while) carries an already delivered ping's time."""
+        newest = self.newest_ts
+        out = []
+        for c in cars:
+            car_id, ts = c[0], c[4]
+            if ts > newest.get(car_id, -1):
+                newest[car_id] = ts
+                out.append(ts)
+        resent = len(cars) - len(out)
+        if self.measuring:
+            self.resent += resent
+        return out
 
 
 async def watch_feed(url: str, bbox: list[float], stats: ClientStats, stop: asyncio.Event) -> None:
@@ -83,10 +101,11 @@ async def watch_feed(url: str, bbox: list[float], stats: ClientStats, stop: asyn
                 continue  # a counting client: reads every byte, parses nothing (keeps this process light)
             cars = orjson.loads(raw)["c"]
             stats.car_updates += len(cars)
+            pinged = stats.new_pings(cars)
             if stats.measuring:
                 if len(stats.sizes) < 2000:
                     stats.sizes.append(len(raw))
-                stats.latencies.extend(now_ms - c[4] for c in cars[::SAMPLE_EVERY])
+                stats.latencies.extend(now_ms - ts for ts in pinged[::SAMPLE_EVERY])
 
 
 def city_bbox() -> list[float]:

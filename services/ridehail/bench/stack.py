@@ -38,7 +38,7 @@ import numpy as np
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
 from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
-from ridehail.bench.stack_probe import StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
+from ridehail.bench.stack_probe import Sample, StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
 
 TARGETS = {
     "rss_mb_total": "<= 600 at 1,000 drivers",
@@ -155,6 +155,21 @@ def _stage_stats(log: RideLog, timelines: dict[str, dict[str, float | None]]) ->
     return out
 
 
+SERIES_SPAN_S = 30.0
+
+
+def _span(probe: StackProbe, window_start: Sample, start: Sample, end: Sample) -> dict[str, Any]:
+    """CPU and RSS of one span of the measured window: does the stack get heavier as it runs?"""
+    cores, by = probe.cpu_cores(start, end)
+    return {
+        "from_s": round(start.at - window_start.at, 1),
+        "to_s": round(end.at - window_start.at, 1),
+        "cpu_cores_total": round(cores, 3),
+        "cpu_cores_by_service": {k: round(v, 3) for k, v in sorted(by.items())},
+        "rss_mb_by_service": {k: round(v, 1) for k, v in sorted(end.rss_mb.items())},
+    }
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
@@ -196,6 +211,7 @@ async def _drive(
     ride_url = f"{stack.gateway_url}/api/rides"
     rss_totals: list[float] = []
     rss_by: dict[str, float] = {}
+    series: list[dict[str, Any]] = []  # CPU and RSS over consecutive spans of the window
     lags: dict[str, float] = {}
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=64)) as client:
@@ -214,7 +230,7 @@ async def _drive(
         riders = asyncio.create_task(paced(rides_per_s, emit, stop)) if rides_per_s > 0 else None
         metrics = httpx.Client(timeout=1.0)
         started = time.monotonic()
-        first = last = probe.sample()
+        first = last = span_start = probe.sample()
         counters_first: dict[str, dict[str, float]] = {}
         pg_first = pg_last = postgres_cpu_s()
         total = warmup_s + seconds
@@ -227,7 +243,9 @@ async def _drive(
                 measuring = elapsed >= warmup_s
                 if measuring and not log.measuring:
                     log.measuring = feed.measuring = True
-                    first = await asyncio.to_thread(probe.sample)  # off the loop: the feed client times frames
+                    first = span_start = await asyncio.to_thread(
+                        probe.sample
+                    )  # off the loop: the feed client times frames
                     counters_first = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
                     pg_first = await asyncio.to_thread(postgres_cpu_s)
                     continue
@@ -243,6 +261,9 @@ async def _drive(
                         rss_by[name] = max(rss_by.get(name, 0.0), mb)
                     for consumer, lag in step_lags.items():
                         lags[consumer] = max(lags.get(consumer, 0.0), lag)
+                    if last.at - span_start.at >= SERIES_SPAN_S:
+                        series.append(_span(probe, first, span_start, last))
+                        span_start = last
                 lag_now = max(step_lags.values(), default=0.0)
                 say(
                     _progress("measure" if log.measuring else "warm-up", elapsed, total, rss, cores, log, feed, lag_now)
@@ -294,11 +315,13 @@ async def _drive(
         "gps_to_client_samples": len(feed.latencies),
         "feed_frames": feed.frames,
         "feed_car_updates": feed.car_updates,
+        "feed_entries_resent": feed.resent,
         "consumer_lag_max": max(lags.values(), default=0.0),
         "consumer_lag_max_by_consumer": dict(sorted(lags.items())),
         "consumer_batches": batches,
         "postgres_cpu_cores_machine": round((pg_last - pg_first) / max(1e-9, last.at - first.at), 3),
         "measured_seconds": round(last.at - first.at, 2),
+        "series": series,
     }
 
 
@@ -311,10 +334,28 @@ def run_stack_bench(
     offer_grace_s: float = 15.0,
     admin_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    broker: str = "tansu",
+    kafka_brokers: int = 1,
     say: Any = print,
 ) -> dict[str, Any]:
+    """``broker``: ``tansu`` (the embedded broker, as ``ridehail up`` runs by default) or ``kafka``
+    (``RIDEHAIL_BROKER=kafka``: a fresh local Apache Kafka cluster of ``kafka_brokers`` nodes, its
+    JVMs counted with the stack)."""
+    from ridehail.common.ports import free_port
     from ridehail.harness.scratch import temporary_database
     from ridehail.harness.up_process import start_stack, wait_ready
+
+    env = dict(extra_env or {})
+    if broker == "kafka":
+        env.update(
+            {
+                "RIDEHAIL_BROKER": "kafka",
+                "RIDEHAIL_KAFKA_BROKERS": str(kafka_brokers),
+                "RIDEHAIL_KAFKA_CONTROLLER_PORT": str(free_port()),
+            }
+        )
+    elif broker != "tansu":
+        raise ValueError(f"broker must be 'tansu' or 'kafka', got {broker!r}")
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     started_at = time.time()
@@ -322,7 +363,7 @@ def run_stack_bench(
         temporary_database(admin_url, prefix="ridehail_bench_stack") as database_url,
         tempfile.TemporaryDirectory(prefix="ridehail-bench-stack-") as state,
     ):
-        stack = start_stack(database_url, Path(state), drivers, extra_env, up_args=("--riders-per-min", "0"))
+        stack = start_stack(database_url, Path(state), drivers, env, up_args=("--riders-per-min", "0"))
         try:
             say(f"starting ridehail up --drivers {drivers} (free ports, a throw-away database)")
             wait_ready(stack, timeout_s=180)
@@ -336,6 +377,7 @@ def run_stack_bench(
         "rides_per_s": rides_per_s,
         "seconds": seconds,
         "warmup_s": warmup_s,
+        "broker": broker if broker == "tansu" else f"kafka ({kafka_brokers} node{'s' if kafka_brokers > 1 else ''})",
         **result,
         "targets": TARGETS,
         "machine": {

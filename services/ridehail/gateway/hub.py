@@ -127,6 +127,7 @@ class Hub:
             )
             car.seen = time.monotonic()
             car.silent = False  # back with its next ping
+        car.new_ping = True
         if ev.ts > self.counters.newest_ping_ts:
             self.counters.newest_ping_ts = ev.ts
         self._changed[ev.driver_id] = None
@@ -256,9 +257,14 @@ class Hub:
         for car in changed:
             car.round = r
             car.frag = car.encode()
-        if changed:
-            step = max(1, len(changed) // E2E_SAMPLES_PER_ROUND)
-            for car in changed[::step]:
+        # Ping -> write latency counts the cars a new ping changed: a car re-sent for a ride event or
+        # for going silent carries the time of a ping that an earlier frame already delivered.
+        pinged = [car for car in changed if car.new_ping]
+        for car in pinged:
+            car.new_ping = False
+        if pinged:
+            step = max(1, len(pinged) // E2E_SAMPLES_PER_ROUND)
+            for car in pinged[::step]:
                 lat_ms = max(0, now_ms - car.ts)
                 metrics.E2E_LATENCY.observe(lat_ms / 1000)
                 self.counters.write_latency_ms.append(lat_ms)

@@ -32,6 +32,7 @@ class Car:
     frag: bytes = b""
     offered: bool = False  # an open offer holds it
     silent: bool = False  # no ping for the presence TTL: shown offline until its next ping
+    new_ping: bool = False  # changed by a ping since its last frame (not only by a ride event or silence)
 
     @property
     def shown_status(self) -> int:

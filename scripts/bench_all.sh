@@ -18,5 +18,8 @@ $R bench replay --json docs/bench/replay.json
 $R bench pricing --json docs/bench/pricing.json
 $R bench stack --drivers 1000 --rides-per-s 10 --seconds 60 --json docs/bench/stack-1000.json
 $R bench stack --drivers 3000 --rides-per-s 10 --seconds 60 --json docs/bench/stack-3000.json
+$R bench stack --drivers 3000 --rides-per-s 10 --seconds 60 --broker kafka --json docs/bench/stack-3000-kafka.json
+$R bench stack --drivers 3000 --rides-per-s 10 --seconds 300 --json docs/bench/stack-3000-300s.json
+$R bench stack --drivers 3000 --rides-per-s 10 --seconds 300 --broker kafka --json docs/bench/stack-3000-300s-kafka.json
 scripts/run_experiments.sh
 echo "load after: $(uptime)"

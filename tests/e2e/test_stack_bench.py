@@ -49,4 +49,10 @@ def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
     assert data["gps_to_client_samples"] > 50
     assert set(data["ride_path_stages"]) == {"post_to_row", "row_to_published", "published_to_offered"}
     assert len(data["machine"]["load_average_at_start"]) == 3
+    assert data["broker"] == "tansu"
+    assert isinstance(data["feed_entries_resent"], int)
+    assert len(data["series"]) >= 2, data["series"]  # CPU and RSS span by span: does the stack get heavier?
+    for span in data["series"]:
+        assert span["to_s"] > span["from_s"] and set(span["rss_mb_by_service"]) == SERVICES, span
+        assert span["cpu_cores_by_service"]["broker"] > 0, span
     assert "[measure]" in result.stderr  # the progress display

@@ -155,7 +155,7 @@ def _stage_stats(log: RideLog, timelines: dict[str, dict[str, float | None]]) ->
     return out
 
 
-SERIES_SPAN_S = 30.0
+SERIES_SPAN_S = 30.0  # a short window gets three spans
 
 
 def _span(probe: StackProbe, window_start: Sample, start: Sample, end: Sample) -> dict[str, Any]:
@@ -212,6 +212,7 @@ async def _drive(
     rss_totals: list[float] = []
     rss_by: dict[str, float] = {}
     series: list[dict[str, Any]] = []  # CPU and RSS over consecutive spans of the window
+    span_s = min(SERIES_SPAN_S, max(2.0, seconds / 3))
     lags: dict[str, float] = {}
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=64)) as client:
@@ -261,7 +262,7 @@ async def _drive(
                         rss_by[name] = max(rss_by.get(name, 0.0), mb)
                     for consumer, lag in step_lags.items():
                         lags[consumer] = max(lags.get(consumer, 0.0), lag)
-                    if last.at - span_start.at >= SERIES_SPAN_S:
+                    if last.at - span_start.at >= span_s:
                         series.append(_span(probe, first, span_start, last))
                         span_start = last
                 lag_now = max(step_lags.values(), default=0.0)

@@ -60,11 +60,16 @@
       bbox[0] = Math.max(-180, bbox[0]); bbox[1] = Math.max(-90, bbox[1]);
       bbox[2] = Math.min(180, bbox[2]); bbox[3] = Math.min(90, bbox[3]);
       feed.subscribe(bbox);
+      snapshotNext = true;
     }
     map.on('moveend', function () { if (feed.connected) subscribe(); });
 
+    // GPS -> browser latency: a ping's first delivery to this page. Not timed: the first frame after
+    // a (re)subscription (every car in the new viewport, some with pings minutes old), a car's first
+    // sighting, and an entry re-sent because its car changed state (same ping time as before).
     var newestPing = new Map();  // car id -> time of the newest ping shown
-        feed = R.feed.create(config, {
+    var snapshotNext = false;
+    feed = R.feed.create(config, {
       token: function () { return panel.state.token; },
       onConnecting: function () { setMode('connecting'); },
       onHello: function () { setMode(panel.state.stats.mode || 'live'); subscribe(); },
@@ -72,12 +77,15 @@
         var now = performance.now();
         stats.frames++;
         var carsIn = Array.isArray(msg.c) ? msg.c : [], events = Array.isArray(msg.e) ? msg.e : [];
+        var timed = !snapshotNext && carsIn.length > 0;
+        if (carsIn.length > 0) snapshotNext = false;
         for (var i = 0; i < carsIn.length; i++) {
           var c = carsIn[i], seen = newestPing.get(c[0]);
           cars.apply(c, now);
-          // GPS -> browser is a ping's first delivery: an entry re-sent because its car changed state
-          // (an offer, an assignment, gone silent) carries the time of a ping this page already had.
-          if (seen === undefined || c[4] > seen) { newestPing.set(c[0], c[4]); panel.latency(Date.now() - c[4]); }
+          if (seen === undefined || c[4] > seen) {
+            newestPing.set(c[0], c[4]);
+            if (timed && seen !== undefined) panel.latency(Date.now() - c[4]);
+          }
         }
         for (var j = 0; j < events.length; j++) panel.onRideEvent(events[j]);
       },

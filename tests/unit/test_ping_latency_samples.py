@@ -4,6 +4,8 @@ client may count it as a fresh ping (it would look up to one ping interval late)
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from ridehail.bench.gateway import ClientStats
@@ -13,7 +15,8 @@ from ridehail.gateway.hub import Hub
 
 def test_a_car_resent_for_a_ride_event_is_not_a_latency_sample() -> None:
     hub = Hub(car_ttl_s=30.0)
-    hub.apply_location(DriverLocation(driver_id="d1", seq=1, lat=57.70, lon=11.97, status="available"))
+    now_ms = time.time_ns() // 1_000_000
+    hub.apply_location(DriverLocation(driver_id="d1", seq=1, lat=57.70, lon=11.97, status="available", ts=now_ms - 50))
     hub.frame_round()
     assert len(hub.counters.write_latency_ms) == 1
 
@@ -25,7 +28,12 @@ def test_a_car_resent_for_a_ride_event_is_not_a_latency_sample() -> None:
     hub.frame_round()
     assert len(hub.counters.write_latency_ms) == 1  # ... but it brings no new ping
 
-    hub.apply_location(DriverLocation(driver_id="d1", seq=2, lat=57.701, lon=11.97, status="to_pickup"))
+    late = DriverLocation(driver_id="d1", seq=2, lat=57.701, lon=11.97, status="to_pickup", ts=now_ms - 60)
+    hub.apply_location(late)  # a higher seq with an older time: shown, but no newer ping to time
+    hub.frame_round()
+    assert len(hub.counters.write_latency_ms) == 1
+
+    hub.apply_location(DriverLocation(driver_id="d1", seq=3, lat=57.702, lon=11.97, status="to_pickup", ts=now_ms - 10))
     hub.frame_round()
     assert len(hub.counters.write_latency_ms) == 2
 

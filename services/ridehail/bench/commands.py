@@ -325,6 +325,8 @@ def register(bench: typer.Typer) -> None:
 
         if broker not in ("tansu", "kafka"):
             raise typer.BadParameter("tansu or kafka", param_hint="--broker")
+        if broker == "tansu" and kafka_brokers != 1:
+            raise typer.BadParameter("only with --broker kafka", param_hint="--kafka-brokers")
         result = run_stack_bench(
             drivers,
             rides_per_s,

@@ -9,7 +9,8 @@ Chromium (Debian's, driven by Python playwright) showing the page fitted to the 
 Measured in the page over ``seconds`` once the cars are there: frames per second
 (``requestAnimationFrame`` callbacks / wall time), how many times the cars were repainted, how many
 cars the page had and drew, and the page's own GPS -> browser latency (``panel.js``: per stats
-window of ~1 s, ``Date.now() - ping_ts`` of every car entry received; the JSON gives the median of
+window of ~1 s, ``Date.now() - ping_ts`` of each car entry that brings a newer ping than the page
+had, outside the first frame after a subscription (``map.js``); the JSON gives the median of
 the windows' p50 and p99 and the worst window). All processes share the machine, so the load
 average and CPU count go into the JSON, with each process's CPU use over the run.
 """

@@ -155,7 +155,7 @@ def _stage_stats(log: RideLog, timelines: dict[str, dict[str, float | None]]) ->
     return out
 
 
-SERIES_SPAN_S = 30.0  # a short window gets three spans
+SERIES_SPAN_S = 30.0  # at most; a window shorter than 90 s is cut in thirds
 
 
 def _span(probe: StackProbe, window_start: Sample, start: Sample, end: Sample) -> dict[str, Any]:
@@ -269,6 +269,8 @@ async def _drive(
                 say(
                     _progress("measure" if log.measuring else "warm-up", elapsed, total, rss, cores, log, feed, lag_now)
                 )
+            if log.measuring and last.at - span_start.at > 1.0:
+                series.append(_span(probe, first, span_start, last))  # the window's last, shorter span
             counters_last = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
             batches = batch_window(counters_first, counters_last, time.monotonic() - first.at)
         finally:
@@ -342,7 +344,7 @@ def run_stack_bench(
     """``broker``: ``tansu`` (the embedded broker, as ``ridehail up`` runs by default) or ``kafka``
     (``RIDEHAIL_BROKER=kafka``: a fresh local Apache Kafka cluster of ``kafka_brokers`` nodes, its
     JVMs counted with the stack)."""
-    from ridehail.common.ports import free_port
+    from ridehail.common.ports import free_port_run
     from ridehail.harness.scratch import temporary_database
     from ridehail.harness.up_process import start_stack, wait_ready
 
@@ -352,11 +354,15 @@ def run_stack_bench(
             {
                 "RIDEHAIL_BROKER": "kafka",
                 "RIDEHAIL_KAFKA_BROKERS": str(kafka_brokers),
-                "RIDEHAIL_KAFKA_CONTROLLER_PORT": str(free_port()),
+                # node i listens on these + i: both runs of ports must be free
+                "RIDEHAIL_BROKER_PORT": str(free_port_run(kafka_brokers)),
+                "RIDEHAIL_KAFKA_CONTROLLER_PORT": str(free_port_run(kafka_brokers)),
             }
         )
     elif broker != "tansu":
         raise ValueError(f"broker must be 'tansu' or 'kafka', got {broker!r}")
+    elif kafka_brokers != 1:
+        raise ValueError("kafka_brokers is for broker='kafka'")
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     started_at = time.time()

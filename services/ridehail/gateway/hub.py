@@ -112,11 +112,13 @@ class Hub:
                 self._ride_of_driver.get(ev.driver_id),
                 time.monotonic(),
                 offered=ev.driver_id in self._offer_of_driver,
+                new_ping=True,
             )
             self.cars[ev.driver_id] = car
         elif ev.seq <= car.seq and ev.ts <= car.ts:
             return  # duplicate or out of order: the car already shows something newer
         else:
+            car.new_ping = car.new_ping or ev.ts > car.ts  # a higher seq with an older time is no newer ping
             car.lat, car.lon, car.status, car.ts, car.seq, car.heading = (
                 ev.lat,
                 ev.lon,
@@ -127,7 +129,6 @@ class Hub:
             )
             car.seen = time.monotonic()
             car.silent = False  # back with its next ping
-        car.new_ping = True
         if ev.ts > self.counters.newest_ping_ts:
             self.counters.newest_ping_ts = ev.ts
         self._changed[ev.driver_id] = None

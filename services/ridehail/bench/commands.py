@@ -318,15 +318,15 @@ def register(bench: typer.Typer) -> None:
         """The whole stack as `ridehail up` runs it: RSS and CPU by service, request -> first offer and
         GPS -> websocket client latency, consumer lag (targets: 1,000 drivers <= 600 MB; 3,000 drivers
         at 10 requests/s: offer p99 <= 100 ms, GPS p99 <= 150 ms, <= 1.2 cores)."""
-        from ridehail.bench.stack import run_stack_bench
+        from ridehail.bench.stack import broker_env, run_stack_bench
 
         def say(line: str) -> None:
             typer.echo(line, err=True)
 
-        if broker not in ("tansu", "kafka"):
-            raise typer.BadParameter("tansu or kafka", param_hint="--broker")
-        if broker == "tansu" and kafka_brokers != 1:
-            raise typer.BadParameter("only with --broker kafka", param_hint="--kafka-brokers")
+        try:
+            broker_env(broker, kafka_brokers)  # a bad choice is an error before anything starts
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
         result = run_stack_bench(
             drivers,
             rides_per_s,

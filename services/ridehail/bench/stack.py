@@ -244,9 +244,8 @@ async def _drive(
                 measuring = elapsed >= warmup_s
                 if measuring and not log.measuring:
                     log.measuring = feed.measuring = True
-                    first = span_start = await asyncio.to_thread(
-                        probe.sample
-                    )  # off the loop: the feed client times frames
+                    # off the loop: the feed client times frames
+                    first = span_start = await asyncio.to_thread(probe.sample)
                     counters_first = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
                     pg_first = await asyncio.to_thread(postgres_cpu_s)
                     continue
@@ -328,6 +327,27 @@ async def _drive(
     }
 
 
+def broker_env(broker: str, kafka_brokers: int = 1) -> dict[str, str]:
+    """What ``ridehail up`` needs in its environment to run on ``broker``; :class:`ValueError` for
+    an unknown broker, or nodes asked of tansu. A local Kafka's node i listens on the client and
+    controller ports + i: one run of 2 x nodes free ports holds both."""
+    if broker == "tansu":
+        if kafka_brokers != 1:
+            raise ValueError("--kafka-brokers is only for --broker kafka")
+        return {}
+    if broker != "kafka":
+        raise ValueError(f"the broker is tansu or kafka, not {broker!r}")
+    from ridehail.common.ports import free_port_run
+
+    base = free_port_run(2 * kafka_brokers)
+    return {
+        "RIDEHAIL_BROKER": "kafka",
+        "RIDEHAIL_KAFKA_BROKERS": str(kafka_brokers),
+        "RIDEHAIL_BROKER_PORT": str(base),
+        "RIDEHAIL_KAFKA_CONTROLLER_PORT": str(base + kafka_brokers),
+    }
+
+
 def run_stack_bench(
     drivers: int,
     rides_per_s: float,
@@ -344,25 +364,10 @@ def run_stack_bench(
     """``broker``: ``tansu`` (the embedded broker, as ``ridehail up`` runs by default) or ``kafka``
     (``RIDEHAIL_BROKER=kafka``: a fresh local Apache Kafka cluster of ``kafka_brokers`` nodes, its
     JVMs counted with the stack)."""
-    from ridehail.common.ports import free_port_run
     from ridehail.harness.scratch import temporary_database
     from ridehail.harness.up_process import start_stack, wait_ready
 
-    env = dict(extra_env or {})
-    if broker == "kafka":
-        env.update(
-            {
-                "RIDEHAIL_BROKER": "kafka",
-                "RIDEHAIL_KAFKA_BROKERS": str(kafka_brokers),
-                # node i listens on these + i: both runs of ports must be free
-                "RIDEHAIL_BROKER_PORT": str(free_port_run(kafka_brokers)),
-                "RIDEHAIL_KAFKA_CONTROLLER_PORT": str(free_port_run(kafka_brokers)),
-            }
-        )
-    elif broker != "tansu":
-        raise ValueError(f"broker must be 'tansu' or 'kafka', got {broker!r}")
-    elif kafka_brokers != 1:
-        raise ValueError("kafka_brokers is for broker='kafka'")
+    env = {**(extra_env or {}), **broker_env(broker, kafka_brokers)}
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     started_at = time.time()

@@ -33,6 +33,7 @@ SERVICES = {"supervisor", "broker", "auth", "matching", "pricing", "gateway", "s
 def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
     out = tmp_path / "stack.json"
     args = ["--drivers", "100", "--rides-per-s", "2", "--seconds", "6", "--warmup", "4", "--json", str(out)]
+    args += ["--set", "RIDEHAIL_PING_SLOTS=4"]
     result = subprocess.run(
         [sys.executable, "-m", "ridehail.cli", "bench", "stack", *args, "--admin-url", admin_dsn()],
         capture_output=True,
@@ -49,6 +50,8 @@ def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
     assert data["gps_to_client_samples"] > 50
     assert set(data["ride_path_stages"]) == {"post_to_row", "row_to_published", "published_to_offered"}
     assert len(data["machine"]["load_average_at_start"]) == 3
+    assert 0 <= data["machine"]["cpu_steal_share"] < data["machine"]["cpu_busy_share"] <= 1, data["machine"]
+    assert data["settings"] == {"RIDEHAIL_PING_SLOTS": "4"}
     assert data["broker"] == "tansu"
     assert isinstance(data["feed_entries_resent"], int)
     assert len(data["series"]) >= 2, data["series"]  # CPU and RSS span by span: does the stack get heavier?

@@ -295,7 +295,7 @@ def test_interpolation_stays_on_the_polyline(
     assert position(leg, one)[:2] == pytest.approx(position(leg, cur)[:2], abs=1e-9)
 
 
-def test_settings_size_the_fleet_and_seq_starts_at_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_size_the_fleet_and_seq_starts_at_the_clock(monkeypatch: pytest.MonkeyPatch, graph: RoadGraph) -> None:
     import time
 
     from ridehail.common.settings import load_settings
@@ -308,6 +308,22 @@ def test_settings_size_the_fleet_and_seq_starts_at_the_clock(monkeypatch: pytest
     cfg = fleet_config_from(load_settings(SimulatorSettings))
     assert (cfg.drivers, cfg.prefix, cfg.seed, cfg.interval) == (37, "cab-", 9, 1.0)
     assert abs(cfg.seq_start - time.time() * 1000) < 60_000  # a restart never reuses old seq numbers
+    assert cfg.slots == 5
+    monkeypatch.setenv("RIDEHAIL_PING_SLOTS", "2")
+    cfg = fleet_config_from(load_settings(SimulatorSettings))
+    assert cfg.slots == 2 and Fleet(graph, cfg).tick_s == 0.5  # two bursts a second
     monkeypatch.setenv("RIDEHAIL_DRIVERS", "-1")
     with pytest.raises(SystemExit, match="RIDEHAIL_DRIVERS"):
         load_settings(SimulatorSettings)
+
+
+@pytest.mark.parametrize("slots", [2, 5, 10])
+def test_start_up_routing_is_bounded_per_second_whatever_the_slots(graph: RoadGraph, slots: int) -> None:
+    # 40 idle drivers a second at most: 20, 8 or 4 per tick; the whole fleet is routed after 3 s
+    fleet = Fleet(graph, config(drivers=120, slots=slots, routes_per_s=40))
+    waiting = []
+    for _, _, _ in run(fleet, 3.0):
+        waiting.append(sum(d.needs_route for d in fleet.drivers))
+    per_tick = [a - b for a, b in zip([120, *waiting], waiting, strict=False)]
+    assert max(per_tick) <= math.ceil(40 / slots)
+    assert waiting[-1] == 0 and waiting[slots - 1] >= 120 - 40  # one second routes at most 40

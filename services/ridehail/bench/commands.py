@@ -313,18 +313,25 @@ def register(bench: typer.Typer) -> None:
             "tansu", "--broker", help="tansu (embedded, the default of ridehail up) or kafka (local Apache Kafka)."
         ),
         kafka_brokers: int = typer.Option(1, "--kafka-brokers", min=1, max=9, help="Nodes, with --broker kafka."),
+        settings: list[str] = typer.Option(
+            [],
+            "--set",
+            help="NAME=VALUE: a ridehail setting for the stack's services, e.g. RIDEHAIL_PING_SLOTS=10 "
+            "(repeatable; recorded in the JSON). The stack does not see the caller's RIDEHAIL_ environment variables.",
+        ),
         admin_url: str | None = ADMIN_URL_OPTION,
     ) -> None:
         """The whole stack as `ridehail up` runs it: RSS and CPU by service, request -> first offer and
         GPS -> websocket client latency, consumer lag (targets: 1,000 drivers <= 600 MB; 3,000 drivers
         at 10 requests/s: offer p99 <= 100 ms, GPS p99 <= 150 ms, <= 1.2 cores)."""
-        from ridehail.bench.stack import broker_env, run_stack_bench
+        from ridehail.bench.stack import broker_env, parse_settings, run_stack_bench
 
         def say(line: str) -> None:
             typer.echo(line, err=True)
 
         try:
             broker_env(broker, kafka_brokers)  # a bad choice is an error before anything starts
+            extra_env = parse_settings(settings)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         result = run_stack_bench(
@@ -333,6 +340,7 @@ def register(bench: typer.Typer) -> None:
             seconds,
             warmup_s=warmup,
             admin_url=admin_url,
+            extra_env=extra_env,
             broker=broker,
             kafka_brokers=kafka_brokers,
             say=say,

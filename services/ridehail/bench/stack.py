@@ -38,6 +38,7 @@ import numpy as np
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
 from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
+from ridehail.bench.machine import CpuTimes, cpu_shares
 from ridehail.bench.stack_probe import Sample, StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
 
 TARGETS = {
@@ -234,6 +235,7 @@ async def _drive(
         first = last = span_start = probe.sample()
         counters_first: dict[str, dict[str, float]] = {}
         pg_first = pg_last = postgres_cpu_s()
+        cpu_first = cpu_last = CpuTimes.read()  # the machine's CPU shares over the window
         total = warmup_s + seconds
         try:
             while (elapsed := time.monotonic() - started) < total:
@@ -248,9 +250,11 @@ async def _drive(
                     first = span_start = await asyncio.to_thread(probe.sample)
                     counters_first = await asyncio.to_thread(batch_counters, metrics, metrics_urls)
                     pg_first = await asyncio.to_thread(postgres_cpu_s)
+                    cpu_first = CpuTimes.read()
                     continue
                 last = await asyncio.to_thread(probe.sample)
                 pg_last = await asyncio.to_thread(postgres_cpu_s)
+                cpu_last = CpuTimes.read()
                 step_lags = await asyncio.to_thread(consumer_lags, metrics, metrics_urls)
                 prev = probe.samples[-2]
                 cores, _ = probe.cpu_cores(prev, last)
@@ -324,7 +328,45 @@ async def _drive(
         "postgres_cpu_cores_machine": round((pg_last - pg_first) / max(1e-9, last.at - first.at), 3),
         "measured_seconds": round(last.at - first.at, 2),
         "series": series,
+        WINDOW_CPU_SHARES: cpu_shares(cpu_first, cpu_last),
     }
+
+
+# Chosen by the bench or by `ridehail up` itself: the broker (--broker), the fleet (--drivers), no
+# simulated riders (the bench requests the rides), the database and state folder (throw-away).
+OWNED_SETTINGS = frozenset(
+    {
+        "RIDEHAIL_BROKER",
+        "RIDEHAIL_KAFKA_BROKERS",
+        "RIDEHAIL_KAFKA_BOOTSTRAP",
+        "RIDEHAIL_DRIVERS",
+        "RIDEHAIL_RIDERS_PER_MIN",
+        "RIDEHAIL_DATABASE_URL",
+        "RIDEHAIL_STATE_DIR",
+    }
+)
+WINDOW_CPU_SHARES = "window_cpu_shares"
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs for the stack's environment (``--set``); :class:`ValueError`, before
+    anything starts, for a pair that is not one, a name no service knows, or one the bench or
+    ``ridehail up`` decides (:data:`OWNED_SETTINGS`, every port)."""
+    from ridehail.common.settings import known_setting_names
+
+    known = known_setting_names()
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--set takes NAME=VALUE, got {pair!r}")
+        if name not in known:
+            raise ValueError(f"--set takes a ridehail setting (RIDEHAIL_..., see .env.example); {name!r} is none")
+        if name in OWNED_SETTINGS or name.endswith("_PORT"):
+            raise ValueError(f"{name} is chosen by the bench (--broker, --drivers, free ports, a throw-away database)")
+        out[name] = value.strip()
+    return out
 
 
 def broker_env(broker: str, kafka_brokers: int = 1) -> dict[str, str]:
@@ -383,6 +425,7 @@ def run_stack_bench(
             result = asyncio.run(_drive(stack, database_url, rides_per_s, seconds, warmup_s, offer_grace_s, say))
         finally:
             stack.shutdown()
+    window_cpu = result.pop(WINDOW_CPU_SHARES)
     return {
         "benchmark": "stack",
         "drivers": drivers,
@@ -396,7 +439,9 @@ def run_stack_bench(
             "cpu_count": os.cpu_count(),
             "load_average_at_start": load_start,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            **window_cpu,  # over the measured window only
         },
+        "settings": dict(sorted((extra_env or {}).items())),
         "started_at": round(started_at, 1),
         "what_it_counts": "RSS and CPU of ridehail up and every process it started except Postgres; "
         "the load generator and websocket client (this process) are not counted",

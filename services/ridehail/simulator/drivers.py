@@ -32,9 +32,9 @@ class FleetConfig:
     cruise_min_s: float = 60.0
     cruise_max_s: float = 240.0
     speed_factor_min: float = 0.7  # per edge: drive at 70-100 % of the edge's free-flow speed
-    slots: int = 10
+    slots: int = 5
     seq_start: int = 0  # first seq of every driver (the service uses the wall clock in ms)
-    routes_per_step: int = 128  # cruise routes computed per step at most (spreads start-up cost)
+    routes_per_s: int = 1280  # cruise routes computed per second of fleet time at most (spreads start-up cost)
     answers_offers: bool = True  # pings say so; matching then offers rides instead of assigning
     accept_probability: float = 0.9  # a free driver accepts an offer with this probability
     answer_delay_max_s: float = 1.5  # drivers answer after 0.2 s up to this (fleet seconds)

@@ -55,6 +55,11 @@ from ridehail.simulator.offer_desk import OfferDesk
 
 log = get_logger(__name__)
 
+# Drivers routed by one Dijkstra call: its two result matrices hold a row per driver and a column
+# per road node, so the chunk bounds the simulator's memory peak (256 rows made its RSS ~20 MB
+# larger at 1,000 drivers: docs/bench/ping-slots/s1000-*.json).
+ROUTE_CHUNK = 128
+
 
 class Fleet:
     def __init__(self, graph: RoadGraph, config: FleetConfig, start_time: float = 0.0) -> None:
@@ -233,18 +238,22 @@ class Fleet:
             self._route_queue.append(d.index)
 
     def _route_pending(self, now: float) -> None:
-        """Give queued idle drivers a random destination, with one bounded Dijkstra call per batch."""
+        """Give queued idle drivers a random destination, at most ``routes_per_s`` a second of fleet
+        time, with one bounded Dijkstra call per :data:`ROUTE_CHUNK` drivers."""
         if not self._route_queue:
             return
         batch: list[Driver] = []
-        while self._route_queue and len(batch) < self.config.routes_per_step:
+        limit = max(1, math.ceil(round(self.config.routes_per_s * self.tick_s, 6)))  # 1280 x 0.1 s: 128, not 129
+        while self._route_queue and len(batch) < limit:
             d = self.drivers[self._route_queue.popleft()]
             if d.needs_route and d.status is Status.AVAILABLE:
                 batch.append(d)
             elif d.needs_route and d.status is Status.OFFLINE:
                 d.needs_route = False  # routed again when it comes back online
-        if not batch:
-            return
+        for start in range(0, len(batch), ROUTE_CHUNK):
+            self._route(batch[start : start + ROUTE_CHUNK])
+
+    def _route(self, batch: list[Driver]) -> None:
         anchors = [remainder_to_next_node(d.leg, d.cursor) for d in batch]
         sources = [a[0] for a in anchors]
         lo, hi = self.config.cruise_min_s, self.config.cruise_max_s

@@ -243,6 +243,7 @@ def fleet_config_from(settings: object, **overrides: object) -> FleetConfig:
     values: dict[str, object] = {
         "drivers": s.drivers,  # type: ignore[attr-defined]
         "interval": s.interval,  # type: ignore[attr-defined]
+        "slots": s.ping_slots,  # type: ignore[attr-defined]
         "seed": s.seed,  # type: ignore[attr-defined]
         "prefix": s.driver_prefix,  # type: ignore[attr-defined]
         "gps_noise_m": s.gps_noise_m,  # type: ignore[attr-defined]

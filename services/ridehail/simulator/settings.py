@@ -28,6 +28,13 @@ class SimulatorSettings(CommonSettings):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Driver id prefix: drivers are <prefix>00001, <prefix>00002, ...",
     )
+    ping_slots: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="The fleet pings in this many groups per interval (one producer burst each): fewer, bigger "
+        "bursts cost the embedded broker less (docs/performance.md); more spread the load.",
+    )
     gps_noise_m: float = Field(
         default=0.0, ge=0.0, le=100.0, description="Standard deviation of GPS noise added to pings, metres."
     )

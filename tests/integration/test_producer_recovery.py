@@ -181,6 +181,26 @@ def test_a_produce_waiting_while_the_client_is_replaced_goes_to_the_new_client(b
     assert max(reports.values()) == 1
 
 
+def test_flush_follows_the_client_that_replaced_the_one_it_waited_on() -> None:
+    """A flush (``close`` flushes) that waits while the client is replaced must go on waiting on
+    the new client, which now holds the messages: it must not report "nothing left" because the
+    replaced client is empty. No broker listens on the port, so nothing can be delivered."""
+    producer = EventProducer(f"127.0.0.1:{free_port()}", f"test-flush-{uuid.uuid4().hex[:6]}")
+    try:
+        for i in range(500):
+            producer.produce("test.flush.unreachable", f"u{i}".encode(), key="k")
+        replacer = threading.Timer(0.5, lambda: producer._recreate(producer._producer, "test: replaced during flush"))
+        replacer.start()
+        started = time.monotonic()
+        left = producer.flush(3.0)
+        replacer.join()
+        assert producer.requeued == 500, "the replacement did not move the held messages to the new client"
+        assert left == 500, f"flush reported {left} left while the new client holds 500"
+        assert time.monotonic() - started >= 2.5, "flush returned early instead of waiting on the new client"
+    finally:
+        producer.close(0.5)
+
+
 def _read_values(bootstrap: str, topic: str, partitions: int, wanted: set[bytes], timeout_s: float = 60) -> set[bytes]:
     """The values of ``topic`` read from the beginning, until all of ``wanted`` arrived (or the time-out)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})

@@ -195,17 +195,25 @@ class EventProducer:
             return
         try:
             producer.list_topics(timeout=2)  # the broker answers: not an outage, a stall
-        except KafkaException:
+        except KafkaException as exc:
+            if _outage_log.allow(f"{self._client_id}-stall"):
+                log.warning(
+                    "producer_waiting",
+                    client=self._client_id,
+                    pending=len(producer),
+                    since_last_delivery_s=round(now - self._last_success, 1),
+                    metadata_error=str(exc)[:200],
+                )
             return
         self._recreate(producer, "stalled")
 
     def _poll_loop(self) -> None:
         while self._running:
             producer = self._producer
-            if self._fatal.is_set():
-                self._recreate(producer, "fatal error")
-                continue
-            try:
+            try:  # nothing may end this thread: a dead poller leaves every message unreported
+                if self._fatal.is_set():
+                    self._recreate(producer, "fatal error")
+                    continue
                 producer.poll(0.05)
                 self._check_stalled(producer)
             except KafkaException as exc:
@@ -217,6 +225,7 @@ class EventProducer:
                     time.sleep(0.05)
             except Exception as exc:
                 log.error("producer_callback_failed", client=self._client_id, error=repr(exc)[:300])
+                time.sleep(0.005)  # a failure outside a callback must not spin the thread
 
     def _wrap(self, callback: DeliveryCallback) -> DeliveryCallback:
         def report(err: KafkaError | None, msg: Message) -> None:
@@ -330,7 +339,18 @@ class EventProducer:
         return len(self._producer)
 
     def flush(self, timeout_s: float = 10.0) -> int:
-        return self._producer.flush(timeout_s)
+        """Wait (up to ``timeout_s``) until the client holds nothing; return how many it still holds.
+
+        The client may be replaced while this waits (a stall or a fatal error): what the old one
+        held is moved to the new one, so the wait follows the current client, never a replaced one
+        (which would report nothing left while the new client still holds everything).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            producer = self._producer
+            left = producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            if producer is self._producer and (left == 0 or time.monotonic() >= deadline):
+                return left
 
     async def flush_async(self, timeout_s: float = 30.0) -> None:
         remaining = await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout_s)

@@ -34,3 +34,30 @@ SETTINGS_MODULES: tuple[str, ...] = (
 def port_setting(field: str) -> str:
     """The environment variable of a settings field: ``auth_port`` -> ``RIDEHAIL_AUTH_PORT``."""
     return "RIDEHAIL_" + field.upper()
+
+
+def process_groups(spec: str, services: tuple[str, ...] = STACK_ORDER) -> list[tuple[str, ...]]:
+    """How ``ridehail up`` splits ``services`` into processes, from ``RIDEHAIL_SHARED_PROCESSES``.
+
+    ``spec`` lists the services that share a process, ``+`` inside a group and ``,`` between groups
+    (``"auth+pricing"``; empty: one process each). A service named in no group runs alone. Groups
+    keep the stack's start order (a group starts where its first service would), and only the
+    services asked for are kept. Raises ValueError naming an unknown, repeated or not-in-stack service.
+    """
+    groups: list[tuple[str, ...]] = []
+    seen: set[str] = set()
+    for raw in spec.split(","):
+        names = tuple(n.strip() for n in raw.split("+") if n.strip())
+        if not names:
+            continue
+        for name in names:
+            if name not in BY_NAME or not BY_NAME[name].in_stack:
+                raise ValueError(f"{name!r} is not a service of the stack; choose from {', '.join(STACK_ORDER)}")
+            if name in seen:
+                raise ValueError(f"{name!r} is named twice; a service runs in one process only")
+            seen.add(name)
+        groups.append(names)
+    wanted = [tuple(n for n in g if n in services) for g in groups]
+    out = [g for g in wanted if g] + [(n,) for n in services if n not in seen]
+    order = {name: i for i, name in enumerate(STACK_ORDER)}
+    return sorted((tuple(sorted(g, key=order.__getitem__)) for g in out), key=lambda g: order[g[0]])

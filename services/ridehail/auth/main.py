@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ridehail.auth.settings import AuthSettings
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 
 
 async def run(settings: AuthSettings, stop: asyncio.Event) -> None:
@@ -24,5 +24,8 @@ async def run(settings: AuthSettings, stop: asyncio.Event) -> None:
     await serving
 
 
+SERVICE = ServiceRun("auth", AuthSettings, run)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("auth", AuthSettings, run)
+    run_services([SERVICE])

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ridehail.common.settings import CommonSettings
+from ridehail.common.settings import CommonSettings, load_settings
 
 
 class ClusterSettings(CommonSettings):
@@ -36,3 +36,12 @@ class ClusterSettings(CommonSettings):
     def kafka_state_dir(self) -> Path:
         """Durable data of the local cluster used by `ridehail up` and `ridehail kafka up`."""
         return self.state_dir / "kafka"
+
+
+def wants_local_cluster() -> bool:
+    """True when the environment asks `ridehail up` for the local Kafka cluster (RIDEHAIL_BROKER=kafka).
+
+    Here, not in ``cluster.stack``, so the supervisor can ask without importing the cluster's
+    Kafka client and psutil when it runs on the embedded broker.
+    """
+    return load_settings(ClusterSettings).broker == "kafka"  # an invalid value exits with its name

@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 from ridehail.cluster.cluster import LocalCluster, running_cluster
 from ridehail.cluster.errors import ClusterError
 from ridehail.cluster.settings import ClusterSettings
-from ridehail.common.settings import load_settings
 
 MAX_NODE_RESTARTS_PER_MINUTE = 3
 
 Say = Callable[[str], None]
-
-
-def wants_local_cluster() -> bool:
-    """True when the environment asks `ridehail up` for the local Kafka cluster (RIDEHAIL_BROKER=kafka)."""
-    return load_settings(ClusterSettings).broker == "kafka"  # an invalid value exits with its name
 
 
 def cluster_from_settings(

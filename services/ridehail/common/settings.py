@@ -90,8 +90,24 @@ class CommonSettings(BaseSettings):
         le=3600,
         description="A driver whose newest ping is older than this is not present: no candidate, shown offline.",
     )
+    shared_processes: str = Field(
+        default="auth+pricing+simulator",
+        description=(
+            "Services `ridehail up` runs together in one process: '+' inside a group, ',' between groups"
+            " (empty: every service in its own process). They share the interpreter's memory; when one"
+            " dies the group is restarted."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(default="console", description="Log renderer.")
+
+    @field_validator("shared_processes")
+    @classmethod
+    def _known_groups(cls, value: str) -> str:
+        from ridehail.catalog import process_groups
+
+        process_groups(value)  # a ValueError names the unknown or repeated service
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -19,7 +19,7 @@ from ridehail.common.health import make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.outbox import OutboxRelay
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 from ridehail.gateway.app import create_app
 from ridehail.gateway.context import GatewayContext
 from ridehail.gateway.feed import LiveFeed
@@ -116,9 +116,10 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
         from ridehail.gateway.quote_book import load_surge_snapshot
         from ridehail.gateway.quotes_api import trip_router
 
-        await trip_router()  # the quote routing tables (~1 s in a thread), before the first quote asks
-        # Those tables are ~120k long-lived objects; a full GC pass over them stalls every request
-        # for 50-90 ms (the quote p99). Move everything built so far out of the collector's sight.
+        if settings.quote_router_at_start:
+            await trip_router()  # the quote routing tables (~1 s in a thread), before the first quote asks
+        # Long-lived start-up objects: a full GC pass over them stalls every request (trip_router
+        # does the same once its tables are built). Move everything built so far out of sight.
         gc.collect()
         gc.freeze()
         await wait_for_database(engine)
@@ -153,5 +154,8 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     await engine.dispose()
 
 
+SERVICE = ServiceRun("gateway", GatewaySettings, run)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("gateway", GatewaySettings, run)
+    run_services([SERVICE])

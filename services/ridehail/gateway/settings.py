@@ -92,6 +92,13 @@ class GatewaySettings(CommonSettings):
         default=None,
         description="Matching stats JSON URL polled for the consumer lag (unset: http://HOST:MATCHING_PORT/stats).",
     )
+    quote_router_at_start: bool = Field(
+        default=False,
+        description=(
+            "Build the quote routing tables (road graph, numpy, scipy: ~45 MB, ~1 s) when the gateway starts;"
+            " false: on the first POST /api/quotes, which then waits for them."
+        ),
+    )
     roads_path: str | None = Field(
         default=None, description="Road GeoJSON served at /static/roads.geojson (unset: data/gothenburg.roads.geojson)."
     )

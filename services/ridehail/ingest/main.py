@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from ridehail.common.logging import get_logger
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 from ridehail.ingest.settings import IngestSettings
 
 log = get_logger(__name__)
@@ -98,5 +98,8 @@ async def run(settings: IngestSettings, stop: asyncio.Event) -> None:
             await asyncio.to_thread(_stop_workers, children)
 
 
+SERVICE = ServiceRun("ingest", IngestSettings, run)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("ingest", IngestSettings, run)
+    run_services([SERVICE])

@@ -15,7 +15,7 @@ from ridehail.common.health import health_app, make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
 from ridehail.common.outbox import OutboxRelay
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 from ridehail.common.topics import wait_for_topics
 from ridehail.domain.events import (
     DriverLocation,
@@ -183,5 +183,8 @@ async def run(settings: MatchingSettings, stop: asyncio.Event) -> None:
     await MatchingService(settings).run(stop)
 
 
+SERVICE = ServiceRun("matching", MatchingSettings, run)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("matching", MatchingSettings, run)
+    run_services([SERVICE])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ridehail.common.logging import get_logger
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 from ridehail.pricing.settings import PricingSettings
 
 log = get_logger(__name__)
@@ -26,5 +26,8 @@ async def run(settings: PricingSettings, stop: asyncio.Event) -> None:
     await PricingService(settings).run(stop)
 
 
+SERVICE = ServiceRun("pricing", PricingSettings, run)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("pricing", PricingSettings, run)
+    run_services([SERVICE])

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from ridehail.common.health import health_app, make_server
 from ridehail.common.kafka import EventProducer
 from ridehail.common.logging import get_logger
-from ridehail.common.service import run_service
+from ridehail.common.service import ServiceRun, run_services
 from ridehail.common.topics import wait_for_topics
 from ridehail.domain.events import DriverLocation, encode
 from ridehail.domain.roads import RoadGraph
@@ -183,5 +183,10 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> None:
     await SimulatorService(settings).run(stop)
 
 
+SERVICE = ServiceRun(
+    "simulator", SimulatorSettings, run
+)  # what ``python -m ridehail.serve`` runs, alone or with others
+
+
 def serve() -> None:
-    run_service("simulator", SimulatorSettings, run)
+    run_services([SERVICE])

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-COLORS = {"broker": 35, "auth": 33, "matching": 36, "gateway": 32, "simulator": 34, "postgres": 37}
+COLORS = {"broker": 35, "auth": 33, "pricing": 33, "matching": 36, "gateway": 32, "simulator": 34, "postgres": 37}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -29,7 +29,7 @@ def _die_with_parent() -> None:
 def prefix(name: str, color: bool) -> str:
     label = f"{name:<9}|"
     if color:
-        return f"\x1b[{COLORS.get(name, 37)}m{label}\x1b[0m "
+        return f"\x1b[{COLORS.get(name.split('+')[0], 37)}m{label}\x1b[0m "  # a group: its first service's
     return label + " "
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from ridehail.catalog import BY_NAME, SERVICES, STACK_ORDER, port_setting
+from ridehail.catalog import BY_NAME, SERVICES, STACK_ORDER, port_setting, process_groups
 from ridehail.common.broker import broker_command, wait_for_port
 from ridehail.common.local_postgres import LocalPostgres
 from ridehail.common.ports import port_is_free
@@ -142,11 +142,11 @@ class Stack:
         if prepared.get("login_code_error"):
             self.say(f"[yellow]could not create a demo login link: {prepared['login_code_error']}[/yellow]")
         self.login_code = prepared.get("login_code")
-        for name in SERVICE_ORDER:
-            if name in self.options.services:
-                child = Child(name, service_argv(name), env)
-                child.start(sys.stdout, color)
-                self.children.append(child)
+        for group in process_groups(self.settings.shared_processes, self.options.services):
+            name = "+".join(group)  # one process for the group: ``python -m ridehail.serve auth+pricing``
+            child = Child(name, service_argv(name), env)
+            child.start(sys.stdout, color)
+            self.children.append(child)
         self._wait_ready()
 
     def _prepare(self, env: dict[str, str], login_code: bool = False, topics_only: bool = False) -> dict[str, str]:
@@ -189,7 +189,7 @@ class Stack:
         deadline = time.monotonic() + self.options.ready_timeout_s
         while pending:
             for name, url in list(pending.items()):
-                child = next(c for c in self.children if c.name == name)
+                child = next(c for c in self.children if name in c.name.split("+"))
                 code = child.exit_code()
                 if code is not None:
                     raise StackError(f"{name} exited with code {code} during start-up (its log is above)")
@@ -280,7 +280,7 @@ class Stack:
 
 
 def _wants_local_cluster() -> bool:
-    from ridehail.cluster.stack import wants_local_cluster
+    from ridehail.cluster.settings import wants_local_cluster
 
     return wants_local_cluster()
 

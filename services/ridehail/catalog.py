@@ -40,13 +40,13 @@ def process_groups(spec: str, services: tuple[str, ...] = STACK_ORDER) -> list[t
     """How ``ridehail up`` splits ``services`` into processes, from ``RIDEHAIL_SHARED_PROCESSES``.
 
     ``spec`` lists the services that share a process, ``+`` inside a group and ``,`` between groups
-    (``"auth+pricing"``; empty: one process each). A service named in no group runs alone. Groups
+    (``"auth+pricing"``; ``"none"`` or empty: one process each). A service named in no group runs alone. Groups
     keep the stack's start order (a group starts where its first service would), and only the
     services asked for are kept. Raises ValueError naming an unknown, repeated or not-in-stack service.
     """
     groups: list[tuple[str, ...]] = []
     seen: set[str] = set()
-    for raw in spec.split(","):
+    for raw in ("" if spec.strip().lower() == "none" else spec).split(","):
         names = tuple(n.strip() for n in raw.split("+") if n.strip())
         if not names:
             continue

@@ -30,8 +30,13 @@ def test_the_default_shares_the_light_services_and_keeps_the_latency_paths_alone
     assert groups == [("auth", "pricing", "simulator"), ("matching",), ("gateway",)]
 
 
-def test_empty_means_one_process_per_service() -> None:
-    assert process_groups("") == [(name,) for name in STACK_ORDER]
+def test_none_means_one_process_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert process_groups("none") == process_groups("") == [(name,) for name in STACK_ORDER]
+    # an empty variable is ignored (the default holds), so "none" is how the environment says it
+    monkeypatch.setenv("RIDEHAIL_SHARED_PROCESSES", "")
+    assert CommonSettings().shared_processes == CommonSettings.model_fields["shared_processes"].default
+    monkeypatch.setenv("RIDEHAIL_SHARED_PROCESSES", "none")
+    assert process_groups(CommonSettings().shared_processes) == [(name,) for name in STACK_ORDER]
 
 
 def test_only_the_services_asked_for_are_kept() -> None:
@@ -105,6 +110,11 @@ RUNNER = textwrap.dedent(
             raise RuntimeError("pricing broke")
         if mode == "return":
             return
+        if mode == "self-stop":  # what pricing and the simulator do when one of their tasks fails
+            stop.set()
+            return
+        if mode == "exit":  # what uvicorn does when it cannot bind its port
+            sys.exit(3)
         await stop.wait()
 
     run_services([ServiceRun("auth", CommonSettings, waits), ServiceRun("pricing", CommonSettings, other)])
@@ -137,6 +147,17 @@ def test_a_service_that_fails_stops_its_neighbours_and_the_process_exits_non_zer
 
 def test_a_service_that_returns_unasked_ends_the_group_with_exit_code_1(tmp_path: Path) -> None:
     proc = _start(tmp_path, "return")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "service_ended_unasked" in out and "services=pricing" in out, out
+    assert (tmp_path / "waits-stopped").exists(), out
+
+
+@pytest.mark.parametrize("mode", ["self-stop", "exit"])
+def test_a_service_that_stops_itself_or_exits_ends_the_group_with_exit_code_1(tmp_path: Path, mode: str) -> None:
+    """Its own stop event is its own: the neighbour sees it only through the runner, which ends the
+    group as a failure (a shared stop event would have looked like a clean shutdown, exit 0)."""
+    proc = _start(tmp_path, mode)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert "service_ended_unasked" in out and "services=pricing" in out, out

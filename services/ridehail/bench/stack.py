@@ -8,8 +8,9 @@ database, then, from this process:
 * opens the map page once, as a user does (the gateway builds it on the first request);
 * watches the live feed with one anonymous websocket client subscribed to the whole city and
   times sampled car entries from the ping's creation to their arrival here (``gps_to_client``);
-* samples every process of the stack once a second (RSS by service, CPU seconds; Postgres is not
-  counted) and every service's ``ridehail_consumer_lag``.
+* samples every process of the stack once a second (RSS and CPU seconds by process, named by the
+  service it runs, or its services joined by ``+`` when they share one; Postgres is not counted)
+  and every process's ``ridehail_consumer_lag``.
 
 ``request_to_offer`` runs from the moment this process sent the POST to the first offer matching
 made for that ride (``ride.offered`` in the ride history, else ``rides.offered_at``, both on the
@@ -194,6 +195,7 @@ async def _drive(
     warmup_s: float,
     offer_grace_s: float,
     say: Any,
+    metric_services: tuple[str, ...] = METRIC_SERVICES,
 ) -> dict[str, Any]:
     from ridehail.domain.roads import RoadGraph
     from ridehail.simulator.riders import random_trip
@@ -208,7 +210,7 @@ async def _drive(
     log = RideLog()
     feed = ClientStats(timing=True)
     stop = asyncio.Event()
-    metrics_urls = [f"http://127.0.0.1:{stack.port(s)}/metrics" for s in METRIC_SERVICES]
+    metrics_urls = [f"http://127.0.0.1:{stack.port(s)}/metrics" for s in metric_services]
     ride_url = f"{stack.gateway_url}/api/rides"
     rss_totals: list[float] = []
     rss_by: dict[str, float] = {}
@@ -406,10 +408,17 @@ def run_stack_bench(
     """``broker``: ``tansu`` (the embedded broker, as ``ridehail up`` runs by default) or ``kafka``
     (``RIDEHAIL_BROKER=kafka``: a fresh local Apache Kafka cluster of ``kafka_brokers`` nodes, its
     JVMs counted with the stack)."""
+    from ridehail.catalog import process_groups
+    from ridehail.common.settings import CommonSettings
     from ridehail.harness.scratch import temporary_database
     from ridehail.harness.up_process import start_stack, wait_ready
 
     env = {**(extra_env or {}), **broker_env(broker, kafka_brokers)}
+    # Which services share a process (RIDEHAIL_SHARED_PROCESSES): every process's /metrics shows
+    # all of it, so each process is read once, through its first service's port.
+    default_groups = CommonSettings.model_fields["shared_processes"].default
+    groups = process_groups(env.get("RIDEHAIL_SHARED_PROCESSES", default_groups))
+    metric_services = tuple(g[0] for g in groups if g[0] in METRIC_SERVICES)
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     started_at = time.time()
@@ -422,7 +431,9 @@ def run_stack_bench(
             say(f"starting ridehail up --drivers {drivers} (free ports, a throw-away database)")
             wait_ready(stack, timeout_s=180)
             say("the stack is up: warming up")
-            result = asyncio.run(_drive(stack, database_url, rides_per_s, seconds, warmup_s, offer_grace_s, say))
+            result = asyncio.run(
+                _drive(stack, database_url, rides_per_s, seconds, warmup_s, offer_grace_s, say, metric_services)
+            )
         finally:
             stack.shutdown()
     window_cpu = result.pop(WINDOW_CPU_SHARES)
@@ -433,6 +444,7 @@ def run_stack_bench(
         "seconds": seconds,
         "warmup_s": warmup_s,
         "broker": broker if broker == "tansu" else f"kafka ({kafka_brokers} node{'s' if kafka_brokers > 1 else ''})",
+        "processes": ["+".join(g) for g in groups],  # the keys of rss_mb_by_service, besides broker and supervisor
         **result,
         "targets": TARGETS,
         "machine": {

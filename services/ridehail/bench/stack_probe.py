@@ -1,5 +1,6 @@
-"""What the live stack costs, read from outside: the processes of one ``ridehail up`` (by service),
-their memory and CPU, and the consumer lag their ``/metrics`` report."""
+"""What the live stack costs, read from outside: the processes of one ``ridehail up`` (named by the
+service each runs, ``auth+pricing+simulator`` for services sharing one), their memory and CPU, and
+the consumer lag their ``/metrics`` report."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ _LAG = re.compile(r'^ridehail_consumer_lag\{consumer="([^"]+)"\} ([0-9.eE+-]+)$'
 
 
 def service_of(proc: psutil.Process, root_pid: int) -> str | None:
-    """``auth``, ``matching``, ... for ``ridehail serve X``; ``broker``; ``supervisor`` (``ridehail
-    up`` itself); None for what is not counted (Postgres: the issue counts the stack without it)."""
+    """``auth``, ``matching``, ... for ``ridehail serve X`` (``auth+pricing`` for ``python -m
+    ridehail.serve auth+pricing``); ``broker``; ``supervisor`` (``ridehail up`` itself); None for
+    what is not counted (Postgres: the issue counts the stack without it)."""
     if proc.pid == root_pid:
         return "supervisor"
     try:

@@ -179,26 +179,25 @@ class BatchConsumer:
         return consumer
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
         self._consumer = self._create()
         try:
             while not stop.is_set():
                 if self._fatal.is_set():
-                    await loop.run_in_executor(None, self._consumer.close)
+                    await asyncio.to_thread(self._consumer.close)
                     self._consumer = self._create()
                     self._fatal.clear()
                     log.warning("consumer_recreated", consumer=self.name)
                 consumer = self._consumer
-                messages = await loop.run_in_executor(
-                    None, consume_batch, consumer, self._batch_max, self._batch_timeout_s
-                )
+                # to_thread, not run_in_executor: the thread sees this task's context, so the
+                # client's callbacks (assign, revoke, errors) log with the service's name
+                messages = await asyncio.to_thread(consume_batch, consumer, self._batch_max, self._batch_timeout_s)
                 if not messages:
                     continue
                 await self._process(messages, stop)
         finally:
             consumer = self._consumer
             self._consumer = None
-            await loop.run_in_executor(None, consumer.close)
+            await asyncio.to_thread(consumer.close)
             log.info("consumer_closed", consumer=self.name)
 
     def _decode(self, messages: list[Message]) -> tuple[list[Decoded], list[Rejected]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -135,7 +136,11 @@ class EventProducer:
         self._last_stall_check = 0.0
         self._last_failure_log = 0.0
         self._failed_at_last_log = 0
-        self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-poll", daemon=True)
+        # The poll thread runs in a copy of the creator's context: its lines (delivery failures, a
+        # stall, a recreated client) carry the service's log fields, also in a shared process.
+        self._poller = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._poll_loop,), name=f"{client_id}-poll", daemon=True
+        )
         self._poller.start()
 
     # -- errors and recreation ---------------------------------------------------------------------
@@ -210,10 +215,15 @@ class EventProducer:
     def _poll_loop(self) -> None:
         while self._running:
             producer = self._producer
-            try:  # nothing may end this thread: a dead poller leaves every message unreported
-                if self._fatal.is_set():
+            if self._fatal.is_set():
+                try:
                     self._recreate(producer, "fatal error")
-                    continue
+                except Exception as exc:  # no new client (yet): say so once a minute, try again in 1 s
+                    if _outage_log.allow(f"{self._client_id}-recreate"):
+                        log.error("producer_recreate_failed", client=self._client_id, error=repr(exc)[:300])
+                    time.sleep(1.0)
+                continue
+            try:  # nothing may end this thread: a dead poller leaves every message unreported
                 producer.poll(0.05)
                 self._check_stalled(producer)
             except KafkaException as exc:
@@ -223,9 +233,8 @@ class EventProducer:
                 else:
                     log.warning("producer_poll_error", client=self._client_id, error=str(exc))
                     time.sleep(0.05)
-            except Exception as exc:
+            except Exception as exc:  # a delivery callback raised: the next poll serves the rest
                 log.error("producer_callback_failed", client=self._client_id, error=repr(exc)[:300])
-                time.sleep(0.005)  # a failure outside a callback must not spin the thread
 
     def _wrap(self, callback: DeliveryCallback) -> DeliveryCallback:
         def report(err: KafkaError | None, msg: Message) -> None:
@@ -353,7 +362,7 @@ class EventProducer:
                 return left
 
     async def flush_async(self, timeout_s: float = 30.0) -> None:
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout_s)
+        remaining = await asyncio.to_thread(self.flush, timeout_s)
         if remaining:
             raise RuntimeError(f"{remaining} message(s) not delivered within {timeout_s}s")
 

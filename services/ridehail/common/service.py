@@ -3,8 +3,9 @@
 One process usually runs one service. ``ridehail up`` can run light services together in one
 process (``RIDEHAIL_SHARED_PROCESSES``, e.g. ``auth+pricing``): each keeps its own settings, port,
 state and log field ``service``, and they share the interpreter, the imported packages and the
-event loop. When one of them ends by itself (a crash, an early return), the others are stopped
-too and the process exits non-zero, so the supervisor restarts the whole group.
+event loop. When one of them ends by itself (a crash, an early return, its own stop), the others
+are stopped too and the process exits 1, so the supervisor restarts the whole group. (A service
+alone keeps its own exit: a crash's traceback and code, 0 when it stopped itself.)
 """
 
 from __future__ import annotations
@@ -38,8 +39,16 @@ def run_service(name: str, settings_cls: type[S], run: Callable[[S, asyncio.Even
     run_services([ServiceRun(name, settings_cls, run)])
 
 
+STOP_GRACE_S = 7.0  # a group's services get this long to stop (the supervisor kills after 8 s)
+
+
 def run_services(services: Sequence[ServiceRun]) -> None:
-    """Run one or several services in this process until SIGINT/SIGTERM (or until one ends)."""
+    """Run one or several services in this process until SIGINT/SIGTERM (or until one ends).
+
+    Each service gets its own stop event (a service may set it itself when it fails); a signal
+    sets them all. In a group, a service that ends without a signal (it returned, raised, or set
+    its own event) is logged at once and stops the others; the process then exits 1.
+    """
     if not services:
         raise ValueError("no service to run")
     loaded = [load_settings(s.settings_cls) for s in services]  # every one is checked before any starts
@@ -52,32 +61,59 @@ def run_services(services: Sequence[ServiceRun]) -> None:
             structlog.contextvars.bind_contextvars(service=service.name)
         log = get_logger(service.name)
         log.info("service_starting")
-        await service.run(settings, stop)
+        try:
+            await service.run(settings, stop)
+        except asyncio.CancelledError:
+            raise
+        except (Exception, SystemExit) as exc:  # uvicorn exits (SystemExit) when it cannot bind its port
+            if single:
+                raise
+            log.exception("service_failed", error=repr(exc)[:300])
+            raise RuntimeError(f"{service.name} failed: {exc!r}"[:300]) from exc
         log.info("service_stopped")
 
     async def main() -> None:
         nonlocal failed
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         if single:
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             await one(services[0], loaded[0], stop)
             return
+        asked = asyncio.Event()  # a signal: every service stops, and that is a clean end
+        stops = [asyncio.Event() for _ in services]
+
+        def stop_all() -> None:
+            for event in stops:
+                event.set()
+
+        def on_signal() -> None:
+            asked.set()
+            stop_all()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
         tasks = [
             asyncio.create_task(one(s, settings, stop), name=s.name)
-            for s, settings in zip(services, loaded, strict=True)
+            for s, settings, stop in zip(services, loaded, stops, strict=True)
         ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if not stop.is_set():  # a service ended without being asked to: stop its neighbours, exit non-zero
+        if not asked.is_set():  # a service ended without being asked to: stop its neighbours, exit 1
             failed = True
             ended = ", ".join(t.get_name() for t in done)
             get_logger("service").error("service_ended_unasked", services=ended, stopping="the whole process")
-            stop.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
-        if errors:
-            raise errors[0]
+        stop_all()
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        for task in late:
+            get_logger("service").error("service_stop_timed_out", services=task.get_name(), after_s=STOP_GRACE_S)
+            task.cancel()
+        if late:
+            failed = True
+            await asyncio.wait(late, timeout=1.0)
+        for task in tasks:  # each failure was logged by its service; mark them retrieved
+            if task.done() and not task.cancelled():
+                task.exception()
 
     try:
         import uvloop

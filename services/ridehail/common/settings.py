@@ -94,7 +94,7 @@ class CommonSettings(BaseSettings):
         default="auth+pricing+simulator",
         description=(
             "Services `ridehail up` runs together in one process: '+' inside a group, ',' between groups"
-            " (empty: every service in its own process). They share the interpreter's memory; when one"
+            " ('none': every service in its own process). They share the interpreter's memory; when one"
             " dies the group is restarted."
         ),
     )

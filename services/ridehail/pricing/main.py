@@ -17,9 +17,8 @@ async def run(settings: PricingSettings, stop: asyncio.Event) -> None:
     if not settings.database_url:
         from ridehail.common.postgres import DatabaseUnavailable, resolve_database_url
 
-        loop = asyncio.get_running_loop()
         try:
-            url, _ = await loop.run_in_executor(None, lambda: resolve_database_url(settings, allow_embedded=False))
+            url, _ = await asyncio.to_thread(resolve_database_url, settings, False)
             settings = settings.model_copy(update={"database_url": url})
         except DatabaseUnavailable as exc:
             log.warning("pricing_without_database", reason=str(exc)[:200])

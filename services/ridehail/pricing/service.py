@@ -242,6 +242,6 @@ class PricingService:
             stop.set()
             server.should_exit = True
             await http
-            self.producer.close(5)
+            await asyncio.to_thread(self.producer.close, 5)  # off the loop: it may share the process
             if self.engine_db is not None:
                 await self.engine_db.dispose()

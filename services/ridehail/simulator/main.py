@@ -132,7 +132,6 @@ class SimulatorService:
         return app
 
     async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> None:
-        loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[Any]] = []
         server = None
         if self.serve_http:  # /readyz answers (503) while the broker is still unreachable
@@ -174,8 +173,8 @@ class SimulatorService:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("task_failed", task=task.get_name(), error=repr(result))
-            remaining = await loop.run_in_executor(None, self.producer.close, 10.0)
-            await loop.run_in_executor(None, self.dlq_producer.close, 5.0)
+            remaining = await asyncio.to_thread(self.producer.close, 10.0)
+            await asyncio.to_thread(self.dlq_producer.close, 5.0)
             log.info("simulator_stopped", undelivered=remaining, **self.stats())
 
 

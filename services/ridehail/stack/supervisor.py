@@ -2,7 +2,9 @@
 
 Order: broker (unless RIDEHAIL_KAFKA_BOOTSTRAP is set: the embedded tansu, or with
 RIDEHAIL_BROKER=kafka the local replicated Kafka cluster, started or reused) -> Postgres (RIDEHAIL_DATABASE_URL, else
-127.0.0.1:5432, else embedded) -> migrations -> topics -> auth, matching, pricing, gateway, simulator.
+127.0.0.1:5432, else embedded) -> migrations -> topics -> the services, one child process per
+group of RIDEHAIL_SHARED_PROCESSES (by default auth+pricing+simulator, then matching, then gateway;
+a group starts where its first service would in auth, matching, pricing, gateway, simulator).
 A child that dies is reported loudly and restarted with backoff (at most 5 times a minute);
 past that the whole stack stops with an error instead of flapping silently.
 """
@@ -192,7 +194,7 @@ class Stack:
                 child = next(c for c in self.children if name in c.name.split("+"))
                 code = child.exit_code()
                 if code is not None:
-                    raise StackError(f"{name} exited with code {code} during start-up (its log is above)")
+                    raise StackError(f"{child.name} exited with code {code} during start-up (its log is above)")
                 if _answers_200(url):
                     self.say(f"{name} is ready")
                     del pending[name]

@@ -140,6 +140,7 @@ def test_keep_timestamps_and_original_partitions(broker: str, tmp_path: Path) ->
 
 
 MAX_LATENESS_MS = 300.0
+GAP_SLACK_MS = 5.0  # see test_speed_scales_the_original_spacing
 
 
 def spaced_file(path: Path, topic: str, gaps_ms: list[int], base: int = ORIGINAL_TS) -> list[int]:
@@ -169,8 +170,12 @@ def test_speed_scales_the_original_spacing(broker: str, tmp_path: Path, speed: f
     assert [orjson.loads(m.value())["i"] for m in replayed] == list(range(len(stamps)))
     for i in range(1, len(stamps)):
         scaled = (stamps[i] - stamps[0]) / speed
-        # nothing leaves before its scaled time (broker timestamps have 1 ms resolution), nor long after
-        assert scaled - 1 <= sent_at[i] - sent_at[0] <= scaled + MAX_LATENESS_MS
+        # Nothing leaves long after its scaled time, nor before it. The replayer's own clock says
+        # "never early" exactly (lateness >= 0 above). The record timestamps are the client's wall
+        # clock in whole ms, taken when produce() runs, a moment after the replayer timed the
+        # record: a pause there (a GC pass, a thread switch) on the first record shortens every gap
+        # measured from it (a clean-clone run saw 198 ms for 200). GAP_SLACK_MS allows for that.
+        assert scaled - GAP_SLACK_MS <= sent_at[i] - sent_at[0] <= scaled + MAX_LATENESS_MS
 
 
 def test_time_range_uses_record_timestamps_in_the_file(broker: str, tmp_path: Path) -> None:

@@ -417,7 +417,8 @@ def run_stack_bench(
     # Which services share a process (RIDEHAIL_SHARED_PROCESSES): every process's /metrics shows
     # all of it, so each process is read once, through its first service's port.
     default_groups = CommonSettings.model_fields["shared_processes"].default
-    groups = process_groups(env.get("RIDEHAIL_SHARED_PROCESSES", default_groups))
+    # an empty value is ignored, as the settings ignore it
+    groups = process_groups(env.get("RIDEHAIL_SHARED_PROCESSES") or default_groups)
     metric_services = tuple(g[0] for g in groups if g[0] in METRIC_SERVICES)
 
     load_start = [round(x, 2) for x in os.getloadavg()]

@@ -36,20 +36,24 @@ _router_lock = asyncio.Lock()
 _built: list[QuoteRouter] = []
 
 
+def _load_router() -> QuoteRouter:
+    from ridehail.domain.routing import shared_router
+
+    return shared_router()
+
+
 async def trip_router() -> QuoteRouter:
     """The landmark router, built once per process in a worker thread (~1 s) on first use.
 
-    The routing module (numpy, scipy.sparse, the road graph: about 45 MB) is imported here, on the
-    first quote (or at start with ``RIDEHAIL_QUOTE_ROUTER_AT_START``): a gateway nobody asks for a
-    quote never loads it.
+    The routing module (numpy, scipy.sparse, the road graph and the tables: about 80 MB of RSS) is
+    imported in that thread on the first quote (or at start with ``RIDEHAIL_QUOTE_ROUTER_AT_START``):
+    a gateway nobody asks for a quote never loads it.
     """
     if _built:
         return _built[0]
     async with _router_lock:
         if not _built:
-            from ridehail.domain.routing import shared_router
-
-            _built.append(await asyncio.to_thread(shared_router))
+            _built.append(await asyncio.to_thread(_load_router))  # the imports too: off the event loop
             # The tables are ~120k long-lived objects; a full GC pass over them stalls every request
             # for 50-90 ms (the quote p99): move them out of the collector's sight.
             gc.collect()

@@ -95,7 +95,7 @@ class GatewaySettings(CommonSettings):
     quote_router_at_start: bool = Field(
         default=False,
         description=(
-            "Build the quote routing tables (road graph, numpy, scipy: ~45 MB, ~1 s) when the gateway starts;"
+            "Build the quote routing tables (road graph, numpy, scipy: ~80 MB, ~1 s) when the gateway starts;"
             " false: on the first POST /api/quotes, which then waits for them."
         ),
     )

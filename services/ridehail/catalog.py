@@ -36,6 +36,9 @@ def port_setting(field: str) -> str:
     return "RIDEHAIL_" + field.upper()
 
 
+DEFAULT_SHARED_PROCESSES = "auth+pricing+simulator"  # light services, none on a latency path
+
+
 def process_groups(spec: str, services: tuple[str, ...] = STACK_ORDER) -> list[tuple[str, ...]]:
     """How ``ridehail up`` splits ``services`` into processes, from ``RIDEHAIL_SHARED_PROCESSES``.
 

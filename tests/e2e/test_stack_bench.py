@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ridehail.catalog import process_groups
-from ridehail.common.settings import CommonSettings
+from ridehail.catalog import DEFAULT_SHARED_PROCESSES, process_groups
 from tests.conftest import admin_dsn
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +30,7 @@ NUMBERS = [
 ]
 # Keyed by process: services that share one (RIDEHAIL_SHARED_PROCESSES, the default here: the
 # bench starts the stack without the caller's RIDEHAIL_ variables) are named together.
-PROCESSES = ["+".join(g) for g in process_groups(CommonSettings.model_fields["shared_processes"].default)]
+PROCESSES = ["+".join(g) for g in process_groups(DEFAULT_SHARED_PROCESSES)]
 SERVICES = {"supervisor", "broker", *PROCESSES}
 
 

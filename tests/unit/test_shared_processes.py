@@ -19,14 +19,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ridehail.catalog import STACK_ORDER, process_groups
+from ridehail.catalog import DEFAULT_SHARED_PROCESSES, STACK_ORDER, process_groups
 from ridehail.common.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_default_shares_the_light_services_and_keeps_the_latency_paths_alone() -> None:
-    groups = process_groups(CommonSettings.model_fields["shared_processes"].default)
+    assert CommonSettings.model_fields["shared_processes"].default == DEFAULT_SHARED_PROCESSES
+    groups = process_groups(DEFAULT_SHARED_PROCESSES)
     assert groups == [("auth", "pricing", "simulator"), ("matching",), ("gateway",)]
 
 
@@ -34,7 +35,7 @@ def test_none_means_one_process_per_service(monkeypatch: pytest.MonkeyPatch) -> 
     assert process_groups("none") == process_groups("") == [(name,) for name in STACK_ORDER]
     # an empty variable is ignored (the default holds), so "none" is how the environment says it
     monkeypatch.setenv("RIDEHAIL_SHARED_PROCESSES", "")
-    assert CommonSettings().shared_processes == CommonSettings.model_fields["shared_processes"].default
+    assert CommonSettings().shared_processes == DEFAULT_SHARED_PROCESSES
     monkeypatch.setenv("RIDEHAIL_SHARED_PROCESSES", "none")
     assert process_groups(CommonSettings().shared_processes) == [(name,) for name in STACK_ORDER]
 

@@ -20,7 +20,7 @@ def gateway_child(bootstrap: str, port: int, ctl: Connection, slow_grace_s: floa
 
 
 def run_on_uvloop(coro: Any) -> Any:
-    """Run on uvloop like the real service (``run_service``), else on asyncio."""
+    """Run on uvloop like the real service (``run_services``), else on asyncio."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -408,17 +408,15 @@ def run_stack_bench(
     """``broker``: ``tansu`` (the embedded broker, as ``ridehail up`` runs by default) or ``kafka``
     (``RIDEHAIL_BROKER=kafka``: a fresh local Apache Kafka cluster of ``kafka_brokers`` nodes, its
     JVMs counted with the stack)."""
-    from ridehail.catalog import process_groups
-    from ridehail.common.settings import CommonSettings
+    from ridehail.catalog import DEFAULT_SHARED_PROCESSES, process_groups
     from ridehail.harness.scratch import temporary_database
     from ridehail.harness.up_process import start_stack, wait_ready
 
     env = {**(extra_env or {}), **broker_env(broker, kafka_brokers)}
     # Which services share a process (RIDEHAIL_SHARED_PROCESSES): every process's /metrics shows
     # all of it, so each process is read once, through its first service's port.
-    default_groups = CommonSettings.model_fields["shared_processes"].default
     # an empty value is ignored, as the settings ignore it
-    groups = process_groups(env.get("RIDEHAIL_SHARED_PROCESSES") or default_groups)
+    groups = process_groups(env.get("RIDEHAIL_SHARED_PROCESSES") or DEFAULT_SHARED_PROCESSES)
     metric_services = tuple(g[0] for g in groups if g[0] in METRIC_SERVICES)
 
     load_start = [round(x, 2) for x in os.getloadavg()]

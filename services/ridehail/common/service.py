@@ -15,14 +15,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
 from ridehail.common.logging import configure_logging, get_logger
 from ridehail.common.settings import CommonSettings, load_settings
-
-S = TypeVar("S", bound=CommonSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +32,12 @@ class ServiceRun:
     run: Callable[[Any, asyncio.Event], Awaitable[None]]
 
 
-def run_service(name: str, settings_cls: type[S], run: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
-    """Load settings (exit with a clear message if invalid), then run until SIGINT/SIGTERM."""
-    run_services([ServiceRun(name, settings_cls, run)])
-
-
 STOP_GRACE_S = 7.0  # a group's services get this long to stop (the supervisor kills after 8 s)
 
 
 def run_services(services: Sequence[ServiceRun]) -> None:
-    """Run one or several services in this process until SIGINT/SIGTERM (or until one ends).
+    """Load every service's settings (exit with a clear message if one is invalid), then run them
+    in this process until SIGINT/SIGTERM (or until one ends).
 
     Each service gets its own stop event (a service may set it itself when it fails); a signal
     sets them all. In a group, a service that ends without a signal (it returned, raised, or set

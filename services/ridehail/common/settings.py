@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ridehail.catalog import SETTINGS_MODULES
+from ridehail.catalog import DEFAULT_SHARED_PROCESSES, SETTINGS_MODULES, process_groups
 from ridehail.domain.surge import DEFAULT_RESOLUTION
 
 
@@ -91,7 +91,7 @@ class CommonSettings(BaseSettings):
         description="A driver whose newest ping is older than this is not present: no candidate, shown offline.",
     )
     shared_processes: str = Field(
-        default="auth+pricing+simulator",
+        default=DEFAULT_SHARED_PROCESSES,
         description=(
             "Services `ridehail up` runs together in one process: '+' inside a group, ',' between groups"
             " ('none': every service in its own process). They share the interpreter's memory; when one"
@@ -104,8 +104,6 @@ class CommonSettings(BaseSettings):
     @field_validator("shared_processes")
     @classmethod
     def _known_groups(cls, value: str) -> str:
-        from ridehail.catalog import process_groups
-
         process_groups(value)  # a ValueError names the unknown or repeated service
         return value
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ridehail.bench.experiments.outage_arms import Arm, build_arms
-from ridehail.bench.experiments.outage_measure import StoredPing, accounting, catch_up_s, freshness
+from ridehail.bench.experiments.outage_measure import StoredPing, accounting, arm_settled, catch_up_s, freshness
 from ridehail.bench.experiments.outage_summary import summarise
 from ridehail.common.kafka import delivery_overrides
 
@@ -24,6 +24,17 @@ def test_accounting_splits_loss_into_acknowledged_and_told() -> None:
         "persisted_without_ack": 1,
     }
     assert out["produced"] == out["persisted"] + out["lost"]
+
+
+def test_an_arm_is_settled_only_once_every_acknowledged_ping_is_stored() -> None:
+    # 5 produced: 0-3 acknowledged, 4 timed out at the client (gone) yet written by the broker
+    acknowledged = {0, 1, 2, 3}
+    # 0-2 and 4 stored: stored + gone = 5 = produced, but acknowledged ping 3 is still on its way
+    assert not arm_settled(5, acknowledged, 1, {0, 1, 2, 4})
+    assert arm_settled(5, acknowledged, 1, {0, 1, 2, 3, 4})
+    assert arm_settled(5, acknowledged, 1, {0, 1, 2, 3})  # the gone one need not arrive
+    # a ping not answered yet (neither acknowledged nor gone): not settled
+    assert not arm_settled(6, acknowledged, 1, {0, 1, 2, 3, 4})
 
 
 def test_accounting_refuses_rows_it_did_not_produce() -> None:

@@ -7,6 +7,8 @@
   position age is ``tick - made`` of the newest ping of that driver already stored; freshness is
   recovered at the first tick after the return whose p99 over drivers is below ``threshold_s``.
 * :func:`catch_up_s`: how long after the return the last ping made before the return reached Postgres.
+* :func:`arm_settled`: whether an arm's rows can be counted yet: every acknowledged ping stored and
+  every ping answered.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def accounting(produced: int, acknowledged: set[int], stored: set[int]) -> dict[
     if out["produced"] != out["persisted"] + out["lost"] or lost != ack_lost + unacked_lost:
         raise AssertionError(f"loss accounting does not add up: {out}")
     return out
+
+
+def arm_settled(produced: int, acknowledged: set[int], gone: int, stored: set[int]) -> bool:
+    """Every acknowledged ping is in Postgres and every other one was answered as gone (failed,
+    given up, ...). From id sets, not counts: a ping given up by its client may still be stored
+    (``persisted_without_ack``), so ``stored + gone >= produced`` can hold while an acknowledged
+    ping is still on its way."""
+    return acknowledged <= stored and len(acknowledged) + gone >= produced
 
 
 def _p99(values: np.ndarray) -> float:

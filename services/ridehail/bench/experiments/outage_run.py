@@ -16,7 +16,8 @@ from ridehail.bench.experiments.cluster_infra import PrivateCluster
 from ridehail.bench.experiments.environment import BenchEnvironment
 from ridehail.bench.experiments.load import PathRecorder, PingMaker, paced
 from ridehail.bench.experiments.outage_arms import GONE, Arm, ArmLoad, KafkaArmLoad, RestArmLoad
-from ridehail.bench.experiments.outage_measure import StoredPing, accounting, catch_up_s, freshness
+from ridehail.bench.experiments.outage_measure import StoredPing, accounting, arm_settled, catch_up_s, freshness
+from ridehail.bench.experiments.outage_trace import keys_on_topic
 from ridehail.common.logging import get_logger
 from ridehail.domain.topics import DRIVER_LOCATION
 
@@ -47,32 +48,52 @@ class RunConfig:
     freshness_threshold_s: float
     rest_connections: int
     request_timeout_s: float
-    quiet_s: float = 3.0  # after the clients finished: rows unchanged this long = settled
+    quiet_s: float = 8.0  # after the clients finished: no new row this long = settled (a ping is missing)
     settle_timeout_s: float = 60.0
 
 
 class ArmRows:
-    """The rows of every arm of one run: counts per tick (tolerates Postgres down), then all rows."""
+    """The rows of every arm of one run: counts per tick and stored ids while settling (both tolerate
+    Postgres down), then all rows."""
 
     def __init__(self, dsn: str, tag: str) -> None:
         self.dsn = dsn
         self.tag = tag
         self.conn: asyncpg.Connection | None = None
+        self._busy = asyncio.Lock()  # the monitor and the settle loop share the connection
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record] | None:
+        """``query``'s rows, or None while Postgres is away (the next call connects again)."""
+        async with self._busy:
+            try:
+                if self.conn is None or self.conn.is_closed():
+                    self.conn = await asyncpg.connect(self.dsn, timeout=2)
+                rows: list[asyncpg.Record] = await self.conn.fetch(query, *args, timeout=5)
+                return rows
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                if self.conn is not None:
+                    self.conn.terminate()
+                self.conn = None
+                return None
 
     async def counts(self) -> dict[str, int] | None:
-        try:
-            if self.conn is None or self.conn.is_closed():
-                self.conn = await asyncpg.connect(self.dsn, timeout=2)
-            rows = await self.conn.fetch(
-                "SELECT split_part(driver_id, '-', 1) AS p, count(*) AS n FROM drivers "
-                "WHERE driver_id LIKE $1 GROUP BY 1",
-                self.tag + "%",
-                timeout=5,
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            self.conn = None
+        rows = await self._fetch(
+            "SELECT split_part(driver_id, '-', 1) AS p, count(*) AS n FROM drivers WHERE driver_id LIKE $1 GROUP BY 1",
+            self.tag + "%",
+        )
+        return None if rows is None else {r["p"]: int(r["n"]) for r in rows}
+
+    async def ids(self, prefixes: list[str]) -> dict[str, set[int]] | None:
+        """The ping indexes stored so far under each of ``prefixes`` (None while Postgres is away)."""
+        rows = await self._fetch("SELECT driver_id FROM drivers WHERE driver_id LIKE $1", self.tag + "%")
+        if rows is None:
             return None
-        return {r["p"]: int(r["n"]) for r in rows}
+        out: dict[str, set[int]] = {p: set() for p in prefixes}
+        for (driver_id,) in rows:
+            prefix, _, k = driver_id.rpartition("-")
+            if prefix + "-" in out:
+                out[prefix + "-"].add(int(k))
+        return out
 
     async def stored(self, prefix: str) -> list[StoredPing]:
         conn = await asyncpg.connect(self.dsn, timeout=5)
@@ -147,6 +168,18 @@ def _make_load(
     return RestArmLoad(
         env.ingest_url(arm.path), arm, maker, rec, token_for, cfg.rest_connections, cfg.request_timeout_s
     )
+
+
+async def _trace(env: BenchEnvironment, arm: Arm, maker: PingMaker, missing: list[int]) -> dict[str, Any]:
+    """Where an arm's acknowledged but unstored pings are: on the location topic, on its
+    dead-letter topic, or neither (only the kafka path's pings are keyed by driver on the topic)."""
+    keys = {maker.driver_id(k) for k in missing}
+    out: dict[str, Any] = {"ids": missing[:20]}
+    if arm.path == "kafka":
+        for field_name, topic in (("on_topic", DRIVER_LOCATION.name), ("dead_lettered", DRIVER_LOCATION.dlq)):
+            found = await asyncio.to_thread(keys_on_topic, env.broker.bootstrap, topic, keys)
+            out[field_name] = None if found is None else len(found)
+    return out
 
 
 async def run_once(
@@ -229,18 +262,22 @@ async def run_once(
     cpu1 = os.times()
     client_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(1e-9, cpu1.elapsed - cpu0.elapsed)
     await asyncio.gather(*(loads[a].finish(a.budget_s + 5.0) for a in arms))
-    # settled: every ping in Postgres or given up, or the row count unchanged for quiet_s
+    # settled: every acknowledged ping in Postgres and every other one answered, or the rows
+    # unchanged for quiet_s (an acknowledged ping that never comes)
     deadline = time.monotonic() + cfg.settle_timeout_s
     last_total, last_change = -1, time.monotonic()
+    settled_by = "timeout"
     while time.monotonic() < deadline:
-        counts = await rows.counts()
-        if counts is not None:
-            if all(counts.get(prefixes[a][:-1], 0) + gone(a) >= produced[a] for a in arms):
+        ids = await rows.ids(list(prefixes.values()))
+        if ids is not None:
+            if all(arm_settled(produced[a], recs[a].accepted_tags, gone(a), ids[prefixes[a]]) for a in arms):
+                settled_by = "all_answered"
                 break
-            total = sum(counts.values())
+            total = sum(map(len, ids.values()))
             if total != last_total:
                 last_total, last_change = total, time.monotonic()
             elif time.monotonic() - last_change >= cfg.quiet_s:
+                settled_by = "quiet"
                 break
         await asyncio.sleep(0.5)
     monitor_stop.set()
@@ -250,6 +287,7 @@ async def run_once(
         stored = await rows.stored(prefixes[a])
         rec = recs[a]
         acct = accounting(produced[a], set(rec.accepted_tags), {p.k for p in stored})
+        missing = sorted(set(rec.accepted_tags) - {p.k for p in stored})
         results.append(
             {
                 "path": a.path,
@@ -257,6 +295,7 @@ async def run_once(
                 "acks": a.acks,
                 "budget_s": a.budget_s,
                 **acct,
+                "acknowledged_but_lost_trace": await _trace(env, a, makers[a], missing) if missing else None,
                 "lost_pct": round(100.0 * acct["lost"] / acct["produced"], 2) if acct["produced"] else None,
                 "client_outcomes": dict(sorted(rec.outcomes.items())),
                 "client": loads[a].client_detail(),
@@ -285,6 +324,9 @@ async def run_once(
         "resume_returned_after_s": round(back_after_s, 2),  # pg_ctl start / matching ready / node started
         "load_end_s": round(load_end, 2),
         "settled_s": round(time.monotonic() - t0, 2),
+        # all_answered: every acknowledged ping stored, every other answered; quiet: no new row
+        # for quiet_s (an acknowledged ping never came); timeout: settle_timeout_s
+        "settled_by": settled_by,
         # the bench process (every client; its asyncio loop is one core at most) while the load ran
         "client_cpu_cores": round(client_cores, 2),
         "load_avg_after": [round(x, 2) for x in os.getloadavg()[:2]],

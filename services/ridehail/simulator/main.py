@@ -78,7 +78,12 @@ class SimulatorService:
         )
         group = f"ridehail-simulator-{self.fleet.config.prefix.rstrip('-_.:') or 'drv'}"
         self.consumer, self.handler = make_consumer(
-            settings.bootstrap, self.fleet, self.runner, self.dlq_producer, group
+            settings.bootstrap,
+            self.fleet,
+            self.runner,
+            self.dlq_producer,
+            group,
+            fetch_wait_ms=settings.simulator_ride_fetch_wait_ms,
         )
         self.riders = RiderSimulator(
             self.graph,

@@ -218,7 +218,12 @@ class RideEventHandler:
 
 
 def make_consumer(
-    bootstrap: str, fleet: Fleet, runner: FleetRunner, dlq_producer: EventProducer, group_id: str
+    bootstrap: str,
+    fleet: Fleet,
+    runner: FleetRunner,
+    dlq_producer: EventProducer,
+    group_id: str,
+    fetch_wait_ms: int = 10,
 ) -> tuple[BatchConsumer, RideEventHandler]:
     handler = RideEventHandler(fleet, runner)
     consumer = BatchConsumer(
@@ -231,7 +236,7 @@ def make_consumer(
         name="simulator-rides",
         batch_max=500,
         batch_timeout_ms=100,
-        **{"fetch.wait.max.ms": 10},
+        **{"fetch.wait.max.ms": fetch_wait_ms},
     )
     return consumer, handler
 

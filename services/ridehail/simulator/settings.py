@@ -64,6 +64,14 @@ class SimulatorSettings(CommonSettings):
     offer_answer_max_s: float = Field(
         default=1.5, ge=0.0, le=600.0, description="Drivers answer an offer after 0.2 s up to this many seconds."
     )
+    simulator_ride_fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="How long the broker may hold the simulator's fetch of ride events (offers). The embedded "
+        "broker holds every fetch this long, data or not: a longer wait is fewer fetches, and an offer reaches its "
+        "driver up to that much later (no effect on the broker's CPU was measured: docs/performance.md).",
+    )
     driver_cancel_probability: float = Field(
         default=0.01,
         ge=0.0,

@@ -101,7 +101,7 @@ class LiveFeed:
         log.info("feed_started", group=self.group_id)
         try:
             while not stop.is_set():
-                # no fill wait: the frame loop coalesces; a ping waits only for the next frame
+                # no fill wait: the frame loop coalesces (at most one round per frame interval)
                 messages = await loop.run_in_executor(None, consume_batch, consumer, self._batch_max, 0.0)
                 if messages:
                     self.healthy = True
@@ -122,6 +122,7 @@ class LiveFeed:
                 n_loc += 1
             elif kind == 2:
                 n_ride += 1
+        self.hub.woken.set()  # the frame loop sends what changed without waiting for its next tick
         if n_loc:
             metrics.EVENTS_IN.labels("driver.location").inc(n_loc)
         if n_ride:

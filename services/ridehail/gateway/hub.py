@@ -1,7 +1,8 @@
 """The fan-out core: latest state per car, one frame round per interval, every client served from it.
 
-The live feed calls :meth:`Hub.apply_location` / :meth:`Hub.apply_ride_event`; a frame loop calls
-:meth:`Hub.frame_round` every ``frame_interval_ms``. Nothing here waits on a client:
+The live feed calls :meth:`Hub.apply_location` / :meth:`Hub.apply_ride_event` and sets
+:attr:`Hub.woken`; a frame loop calls :meth:`Hub.frame_round` at most once per
+``frame_interval_ms``, as soon as it was woken. Nothing here waits on a client:
 
 * Each car changed in a round is encoded once; clients with the same viewport share one frame.
 * A client's progress is one number (the round of its last frame): a client that skipped rounds
@@ -85,6 +86,7 @@ class Hub:
         self.round = 0
         self.counters = HubCounters()
         self._changed: dict[str, None] = {}
+        self.woken = asyncio.Event()  # set by the live feed when it applied messages: see frame_loop
         self._ride_of_driver: dict[str, str] = {}
         self._offer_of_driver: dict[str, str] = {}  # driver -> ride it is offered
         self._last_prune = time.monotonic()

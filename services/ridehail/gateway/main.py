@@ -31,11 +31,16 @@ from ridehail.gateway.ws import LiveSocket
 log = get_logger("gateway")
 
 
-async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event) -> None:
-    """One frame round per interval, on a fixed schedule (a slow round shortens the next wait)."""
+async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change: bool = True) -> None:
+    """Frame rounds at most one per interval. ``on_change``: a round as soon as the live feed
+    brought something (a burst of pings after a quiet spell goes out at once), else after one
+    interval anyway (silent cars, slow clients, new subscriptions). Otherwise on a fixed schedule
+    (a slow round shortens the next wait)."""
     next_at = time.monotonic()
     while not stop.is_set():
         next_at += interval_s
+        if on_change:
+            hub.woken.clear()  # what arrives from here on is in this round or wakes the next
         try:
             hub.frame_round()
         except Exception as exc:  # a bug in one round must not end the live map
@@ -46,6 +51,10 @@ async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event) -> None:
             next_at = time.monotonic()
             delay = 0
         await asyncio.sleep(delay)
+        if on_change and not hub.woken.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hub.woken.wait(), interval_s)
+            next_at = time.monotonic()
 
 
 def make_hub(settings: GatewaySettings) -> Hub:
@@ -131,7 +140,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     http = make_server(create_app(ctx), settings.host, settings.gateway_port)
     tasks += [
         asyncio.create_task(_supervise("live_feed", lambda: feed.run(stop), stop)),
-        asyncio.create_task(frame_loop(hub, settings.frame_interval_ms / 1000, stop)),
+        asyncio.create_task(frame_loop(hub, settings.frame_interval_ms / 1000, stop, settings.frame_on_change)),
         asyncio.create_task(stats.run(stop)),
         asyncio.create_task(http.serve()),
     ]

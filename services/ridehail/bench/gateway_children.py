@@ -53,7 +53,7 @@ async def _gateway_main(bootstrap: str, port: int, ctl: Connection, slow_grace_s
     server = await start_ws_server(live, settings, "127.0.0.1", port)
     tasks = [
         asyncio.create_task(feed.run(stop)),
-        asyncio.create_task(frame_loop(hub, settings.frame_interval_ms / 1000, frames_stop)),
+        asyncio.create_task(frame_loop(hub, settings.frame_interval_ms / 1000, frames_stop, settings.frame_on_change)),
         asyncio.create_task(StatsPublisher(hub, feed, None, 1.0).run(stop)),
     ]
     loop = asyncio.get_running_loop()
@@ -97,7 +97,9 @@ async def _gateway_main(bootstrap: str, port: int, ctl: Connection, slow_grace_s
                 await asyncio.sleep(0)
             await asyncio.sleep(0.5)  # let the clients drain before the hub resumes
             frames_stop = asyncio.Event()
-            tasks[1] = asyncio.create_task(frame_loop(hub, settings.frame_interval_ms / 1000, frames_stop))
+            tasks[1] = asyncio.create_task(
+                frame_loop(hub, settings.frame_interval_ms / 1000, frames_stop, settings.frame_on_change)
+            )
             ctl.send({"sent": sent})
         elif cmd[0] == "stop":
             stop.set()

@@ -31,11 +31,22 @@ from ridehail.gateway.ws import LiveSocket
 log = get_logger("gateway")
 
 
+async def _first_of(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
+    """Return once any of ``events`` is set, or after ``timeout_s``."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change: bool = True) -> None:
-    """Frame rounds at most one per interval. ``on_change``: a round as soon as the live feed
-    brought something (a burst of pings after a quiet spell goes out at once), else after one
-    interval anyway (silent cars, slow clients, new subscriptions). Otherwise on a fixed schedule
-    (a slow round shortens the next wait)."""
+    """Frame rounds, at most one per interval. ``on_change``: once the interval since the last
+    round is up, the next round runs as soon as the live feed (or a new subscription) woke the
+    hub, so a burst of pings after a quiet spell goes out at once; with nothing new it runs one
+    more interval later anyway (silent cars, slow clients catching up). Otherwise rounds follow a
+    fixed clock (a slow round shortens the next wait)."""
     next_at = time.monotonic()
     while not stop.is_set():
         next_at += interval_s
@@ -50,10 +61,9 @@ async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change
         if delay < 0:
             next_at = time.monotonic()
             delay = 0
-        await asyncio.sleep(delay)
-        if on_change and not hub.woken.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hub.woken.wait(), interval_s)
+        await _first_of((stop,), delay)
+        if on_change and not hub.woken.is_set() and not stop.is_set():
+            await _first_of((hub.woken, stop), interval_s)
             next_at = time.monotonic()
 
 

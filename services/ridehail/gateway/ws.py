@@ -255,6 +255,7 @@ class LiveSocket:
             except ValueError as exc:
                 self.error(conn, "bad_bbox", str(exc))
                 return "bad_bbox"
+            self.hub.woken.set()  # the new viewport's cars in the next round, not after an idle one
             return None
         if kind == "ping":
             self.send_now(conn, {"t": "pong", "ts": time.time_ns() // 1_000_000})

@@ -170,15 +170,19 @@ def _make_load(
     )
 
 
-async def _trace(env: BenchEnvironment, arm: Arm, maker: PingMaker, missing: list[int]) -> dict[str, Any]:
-    """Where an arm's acknowledged but unstored pings are: on the location topic, on its
-    dead-letter topic, or neither (only the kafka path's pings are keyed by driver on the topic)."""
-    keys = {maker.driver_id(k) for k in missing}
-    out: dict[str, Any] = {"ids": missing[:20]}
-    if arm.path == "kafka":
+async def _traces(env: BenchEnvironment, missing: dict[Arm, set[str]]) -> dict[Arm, dict[str, Any]]:
+    """Where each arm's acknowledged but unstored pings are (driver ids): how many are on the
+    location topic (the broker kept them, so the consumer side did not store them), on its
+    dead-letter topic (refused, with a reason), and the first few ids. One read of each topic
+    for every arm; only the kafka path's pings are keyed by driver id on the topic."""
+    out: dict[Arm, dict[str, Any]] = {a: {"ids": sorted(ids)[:20]} for a, ids in missing.items()}
+    keyed = {a: ids for a, ids in missing.items() if a.path == "kafka"}
+    if keyed:
+        wanted = set().union(*keyed.values())
         for field_name, topic in (("on_topic", DRIVER_LOCATION.name), ("dead_lettered", DRIVER_LOCATION.dlq)):
-            found = await asyncio.to_thread(keys_on_topic, env.broker.bootstrap, topic, keys)
-            out[field_name] = None if found is None else len(found)
+            found = await asyncio.to_thread(keys_on_topic, env.broker.bootstrap, topic, wanted)
+            for a, ids in keyed.items():
+                out[a][field_name] = None if found is None else len(ids & found)
     return out
 
 
@@ -186,6 +190,16 @@ async def run_once(
     env: BenchEnvironment, scenario: str, repeat: int, arms: list[Arm], cfg: RunConfig
 ) -> dict[str, Any]:
     tag = f"{SCENARIO_CODES[scenario]}{repeat:02d}"
+    rows = ArmRows(env.postgres.dsn, tag)
+    try:
+        return await _run(env, scenario, repeat, arms, cfg, tag, rows)
+    finally:
+        await rows.close()
+
+
+async def _run(
+    env: BenchEnvironment, scenario: str, repeat: int, arms: list[Arm], cfg: RunConfig, tag: str, rows: ArmRows
+) -> dict[str, Any]:
     prefixes = {a: f"{tag}{a.code}-" for a in arms}
     makers = {a: PingMaker(prefixes[a], cfg.drivers, unique=True) for a in arms}
     recs = {a: PathRecorder(window_start=0.0, keep_tags=True) for a in arms}
@@ -205,7 +219,6 @@ async def run_once(
     def gone(a: Arm) -> int:
         return sum(recs[a].count(k) for k in GONE)
 
-    rows = ArmRows(env.postgres.dsn, tag)
     cpu0 = os.times()
     timeline: dict[Arm, dict[str, list[Any]]] = {a: {"t": [], "persisted": [], "backlog": []} for a in arms}
     persisted = dict.fromkeys(arms, 0)
@@ -283,11 +296,13 @@ async def run_once(
     monitor_stop.set()
     await monitor_task
     results = []
+    missing: dict[Arm, set[str]] = {}
     for a in arms:
         stored = await rows.stored(prefixes[a])
         rec = recs[a]
         acct = accounting(produced[a], set(rec.accepted_tags), {p.k for p in stored})
-        missing = sorted(set(rec.accepted_tags) - {p.k for p in stored})
+        if acct["acknowledged_but_lost"]:
+            missing[a] = {makers[a].driver_id(k) for k in set(rec.accepted_tags) - {p.k for p in stored}}
         results.append(
             {
                 "path": a.path,
@@ -295,7 +310,7 @@ async def run_once(
                 "acks": a.acks,
                 "budget_s": a.budget_s,
                 **acct,
-                "acknowledged_but_lost_trace": await _trace(env, a, makers[a], missing) if missing else None,
+                "acknowledged_but_lost_trace": None,  # filled in below for an arm that lost one
                 "lost_pct": round(100.0 * acct["lost"] / acct["produced"], 2) if acct["produced"] else None,
                 "client_outcomes": dict(sorted(rec.outcomes.items())),
                 "client": loads[a].client_detail(),
@@ -309,7 +324,10 @@ async def run_once(
                 "timeline": timeline[a],
             }
         )
-    await rows.close()
+    if missing:
+        traces = await _traces(env, missing)
+        for a, result in zip(arms, results, strict=True):
+            result["acknowledged_but_lost_trace"] = traces.get(a)
     info = dict(getattr(component, "info", None) or {})
     if before is not None:
         info.update(_leader_moves(before, during, victims))

@@ -1,6 +1,7 @@
-"""Where the acknowledged pings that never reached Postgres are: still on the location topic
-(the consumer side did not apply them), on its dead-letter topic (refused, with a reason), or in
-neither (the broker or the producer lost them). Read after a run, only when an arm lost one."""
+"""Where the acknowledged pings that never reached Postgres are: on the location topic (the
+broker kept them, so the consumer side did not store them), on its dead-letter topic (refused,
+with a reason), or on neither (the broker or the producer lost them). Read after a run, only
+when an arm lost one."""
 
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ def keys_on_topic(bootstrap: str, topic: str, keys: Iterable[str], timeout_s: fl
     )
     found: set[str] = set()
     try:
-        meta = consumer.list_topics(topic, timeout=10)
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            log.warning("outage_trace_failed", topic=topic, error=str(meta.error if meta else "no such topic"))
+            return None
         ends: dict[int, int] = {}
-        for p in meta.topics[topic].partitions:
+        for p in meta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if high > low:
                 ends[p] = high

@@ -41,7 +41,7 @@ async def _first_of(events: tuple[asyncio.Event, ...], timeout_s: float) -> None
             w.cancel()
 
 
-async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change: bool = True) -> None:
+async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change: bool = False) -> None:
     """Frame rounds, at most one per interval. ``on_change``: once the interval since the last
     round is up, the next round runs as soon as the live feed (or a new subscription) woke the
     hub, so a burst of pings after a quiet spell goes out at once; with nothing new it runs one

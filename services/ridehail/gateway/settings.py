@@ -32,9 +32,9 @@ class GatewaySettings(CommonSettings):
         default=100, ge=20, le=5000, description="Websocket frame interval: at most one car frame per client per this."
     )
     frame_on_change: bool = Field(
-        default=True,
-        description="A frame round as soon as the live feed brings something, at most one per frame interval "
-        "(false: rounds on a fixed clock, so a ping waits for the next tick).",
+        default=False,
+        description="A frame round as soon as the live feed brings something, at most one per frame interval, "
+        "instead of rounds on a fixed clock (not shown to help at 1,000-3,000 drivers: docs/performance.md).",
     )
     stats_interval_ms: int = Field(
         default=1000, ge=200, le=60000, description="Interval of the stats frame sent to every map client."

@@ -55,6 +55,7 @@ def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
     assert data["gps_to_client_samples"] > 50
     assert set(data["ride_path_stages"]) == {"post_to_row", "row_to_published", "published_to_offered"}
     assert len(data["machine"]["load_average_at_start"]) == 3
+    assert data["machine"]["speed_probe_ms_at_start"] > 0
     assert 0 <= data["machine"]["cpu_steal_share"] < data["machine"]["cpu_busy_share"] <= 1, data["machine"]
     assert data["settings"] == {"RIDEHAIL_PING_SLOTS": "4"}
     assert data["broker"] == "tansu"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ridehail.bench.machine import PROC_STAT, CpuTimes, cpu_shares
+from ridehail.bench.machine import PROC_STAT, CpuTimes, cpu_shares, speed_probe_ms
 from ridehail.bench.stack import parse_settings
 
 STAT_START = "cpu  1000 0 500 8000 100 0 50 350 40 0\ncpu0 500 0 250 4000 50 0 25 175 20 0\nintr 1 2 3\n"
@@ -62,3 +62,8 @@ def test_settings_are_known_ridehail_settings_the_bench_does_not_own() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             parse_settings([bad])
+
+
+def test_the_speed_probe_times_its_loop() -> None:
+    probe = speed_probe_ms(repeats=1)
+    assert 0 < probe < 60_000

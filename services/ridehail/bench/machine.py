@@ -1,9 +1,12 @@
 """What the machine did while a benchmark ran, beyond its load average: the share of CPU time the
 hypervisor gave to other guests (``steal``), read from ``/proc/stat``. On a shared VM a run with
-a high steal share is slower for reasons outside the code under test."""
+a high steal share is slower for reasons outside the code under test. And how fast one core ran
+a fixed piece of Python just before (:func:`speed_probe_ms`): the same code's CPU figures are
+only comparable between runs whose probes agree."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +54,20 @@ def cpu_shares(start: CpuTimes | None, end: CpuTimes | None) -> dict[str, float]
         "cpu_busy_share": round((span - idle - steal) / span, 3),
         "cpu_steal_share": round(steal / span, 3),
     }
+
+
+PROBE_LOOPS = 2_000_000
+
+
+def speed_probe_ms(repeats: int = 3) -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop, the best of ``repeats``: lower
+    is a faster machine at that moment (on a shared VM it changes through the day). Run it
+    while the machine is otherwise idle, e.g. before a benchmark starts its processes."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(PROBE_LOOPS):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)

@@ -39,7 +39,7 @@ import numpy as np
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
 from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
-from ridehail.bench.machine import CpuTimes, cpu_shares
+from ridehail.bench.machine import CpuTimes, cpu_shares, speed_probe_ms
 from ridehail.bench.stack_probe import Sample, StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
 
 TARGETS = {
@@ -420,6 +420,7 @@ def run_stack_bench(
     metric_services = tuple(g[0] for g in groups if g[0] in METRIC_SERVICES)
 
     load_start = [round(x, 2) for x in os.getloadavg()]
+    probe_ms = speed_probe_ms()  # before the stack starts: how fast this machine is right now
     started_at = time.time()
     with (
         temporary_database(admin_url, prefix="ridehail_bench_stack") as database_url,
@@ -450,6 +451,7 @@ def run_stack_bench(
             "cpu_count": os.cpu_count(),
             "load_average_at_start": load_start,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "speed_probe_ms_at_start": probe_ms,  # ridehail.bench.machine.speed_probe_ms: lower is faster
             **window_cpu,  # over the measured window only
         },
         "settings": dict(sorted((extra_env or {}).items())),

@@ -1,8 +1,8 @@
 """What the machine did while a benchmark ran, beyond its load average: the share of CPU time the
 hypervisor gave to other guests (``steal``), read from ``/proc/stat``. On a shared VM a run with
 a high steal share is slower for reasons outside the code under test. And how fast one core ran
-a fixed piece of Python just before (:func:`speed_probe_ms`): the same code's CPU figures are
-only comparable between runs whose probes agree."""
+a fixed piece of Python just before (:func:`speed_probe_ms`): one reading, which did not follow
+the stack's CPU in the runs of 2026-12-03 (docs/performance.md), so a hint, not a correction."""
 
 from __future__ import annotations
 

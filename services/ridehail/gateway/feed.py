@@ -122,7 +122,7 @@ class LiveFeed:
                 n_loc += 1
             elif kind == 2:
                 n_ride += 1
-        self.hub.woken.set()  # the frame loop sends what changed without waiting for its next tick
+        self.hub.woken.set()  # with frame_on_change, the frame loop sends it without waiting for a tick
         if n_loc:
             metrics.EVENTS_IN.labels("driver.location").inc(n_loc)
         if n_ride:

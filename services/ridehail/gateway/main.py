@@ -32,7 +32,8 @@ log = get_logger("gateway")
 
 
 async def _first_of(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
-    """Return once any of ``events`` is set, or after ``timeout_s``."""
+    """Return once any of ``events`` is set, or after ``timeout_s`` (for one event,
+    ``asyncio.wait_for(event.wait(), timeout)`` as everywhere else)."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -61,7 +62,8 @@ async def frame_loop(hub: Hub, interval_s: float, stop: asyncio.Event, on_change
         if delay < 0:
             next_at = time.monotonic()
             delay = 0
-        await _first_of((stop,), delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
         if on_change and not hub.woken.is_set() and not stop.is_set():
             await _first_of((hub.woken, stop), interval_s)
             next_at = time.monotonic()

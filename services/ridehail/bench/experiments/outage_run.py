@@ -300,9 +300,10 @@ async def _run(
     for a in arms:
         stored = await rows.stored(prefixes[a])
         rec = recs[a]
-        acct = accounting(produced[a], set(rec.accepted_tags), {p.k for p in stored})
+        stored_ids = {p.k for p in stored}
+        acct = accounting(produced[a], set(rec.accepted_tags), stored_ids)
         if acct["acknowledged_but_lost"]:
-            missing[a] = {makers[a].driver_id(k) for k in set(rec.accepted_tags) - {p.k for p in stored}}
+            missing[a] = {makers[a].driver_id(k) for k in rec.accepted_tags - stored_ids}
         results.append(
             {
                 "path": a.path,

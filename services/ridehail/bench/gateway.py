@@ -147,6 +147,7 @@ def run_bench(
 
     from ridehail.common.broker import start_broker, stop_process
     from ridehail.common.topics import ensure_topics
+    from ridehail.gateway.settings import GatewaySettings
 
     load_start = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     broker_proc = None
@@ -203,7 +204,7 @@ def run_bench(
             "drivers": drivers,
             "clients": clients,
             "ping_hz": 1,
-            "frame_interval_ms": 100,
+            "frame_interval_ms": GatewaySettings().frame_interval_ms,  # what the gateway child ran with
             "cpu_count": os.cpu_count(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

@@ -29,7 +29,12 @@ class GatewaySettings(CommonSettings):
         description="Ride requests (POST /api/rides) one rider may make per minute, refused ones included (429).",
     )
     frame_interval_ms: int = Field(
-        default=100, ge=20, le=5000, description="Websocket frame interval: at most one car frame per client per this."
+        default=25,
+        ge=20,
+        le=5000,
+        description="Websocket frame interval: at most one car frame per client per this; a round with no change "
+        "sends nothing (25 ms: a simulator step's pings reach the gateway in up to two fetches about 20 ms apart, "
+        "and a longer interval made the second part wait a whole round: docs/performance.md).",
     )
     frame_on_change: bool = Field(
         default=False,

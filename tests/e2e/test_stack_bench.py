@@ -53,6 +53,10 @@ def test_bench_stack_measures_the_whole_stack(tmp_path: Path) -> None:
     assert all(mb > 5 for mb in data["rss_mb_by_service"].values()), data["rss_mb_by_service"]
     assert data["rides_requested"] >= 5 and data["rides_offered"] == data["rides_requested"], data
     assert data["gps_to_client_samples"] > 50
+    assert 0 <= data["client_loop_lag_p99_ms"] <= data["client_loop_lag_max_ms"], data  # the bench's own loop
+    steps = data["gps_steps"]
+    assert steps["steps"] > 10 and 0 <= steps["in_two_or_more_frames_share"] <= 1, steps
+    assert steps["frames_max"] >= 1 and 0 <= steps["spread_p50_ms"] <= steps["spread_p99_ms"], steps
     assert set(data["ride_path_stages"]) == {"post_to_row", "row_to_published", "published_to_offered"}
     assert len(data["machine"]["load_average_at_start"]) == 3
     assert data["machine"]["speed_probe_ms_at_start"] > 0

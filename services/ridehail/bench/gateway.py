@@ -59,6 +59,21 @@ class ClientStats:
     newest_ts: dict[str, int] = field(default_factory=dict)  # car -> newest ping time seen
     measuring: bool = False
     timing: bool = True  # parse frames and time car entries (else only count frames and bytes)
+    # ping time -> [first frame's arrival ms, last frame's arrival ms, frames]: with one simulator,
+    # whose step stamps all its pings with one time, how many frames brought each step (None: off)
+    steps: dict[int, list[float]] | None = None
+
+    def note_steps(self, pinged: list[int], now_ms: float) -> None:
+        """Count, per ping time, the frames that brought its first deliveries."""
+        if self.steps is None:
+            return
+        for ts in set(pinged):
+            seen = self.steps.get(ts)
+            if seen is None:
+                self.steps[ts] = [now_ms, now_ms, 1]
+            else:
+                seen[1] = now_ms
+                seen[2] += 1
 
     def new_pings(self, cars: list[list[Any]]) -> list[int]:
         """The ping times of the entries that bring this client a ping it has not had: GPS -> client
@@ -106,6 +121,30 @@ async def watch_feed(url: str, bbox: list[float], stats: ClientStats, stop: asyn
                 if len(stats.sizes) < 2000:
                     stats.sizes.append(len(raw))
                 stats.latencies.extend(now_ms - ts for ts in pinged[::SAMPLE_EVERY])
+                stats.note_steps(pinged, now_ms)
+
+
+def step_delivery(steps: dict[int, list[float]]) -> dict[str, Any]:
+    """How the pings of one ping time (one simulator step) reached the client: in how many frames,
+    and how far apart the first and the last of those frames came."""
+    spreads = [last - first for first, last, _ in steps.values()]
+    first_ages = [first - ts for ts, (first, _, _) in steps.items()]
+    last_ages = [last - ts for ts, (_, last, _) in steps.items()]
+    split = sum(1 for _, _, frames in steps.values() if frames > 1)
+    return {
+        "steps": len(steps),
+        "in_two_or_more_frames_share": round(split / len(steps), 3) if steps else None,
+        "frames_max": int(max((f for _, _, f in steps.values()), default=0)),
+        "spread_p50_ms": _pct(spreads, 0.50),
+        "spread_p99_ms": _pct(spreads, 0.99),
+        "first_frame_age_p50_ms": _pct(first_ages, 0.50),
+        "first_frame_age_p99_ms": _pct(first_ages, 0.99),
+        "last_frame_age_p50_ms": _pct(last_ages, 0.50),
+        "last_frame_age_p99_ms": _pct(last_ages, 0.99),
+        "what": "car entries grouped by ping time (a simulator step stamps all its pings with one time); "
+        "spread: from the first frame that brought a step's pings to the last; age: from the ping time "
+        "to the first (last) of those frames",
+    }
 
 
 def city_bbox() -> list[float]:

@@ -7,7 +7,8 @@ database, then, from this process:
   token signed by the stack's own auth key; one rider per ride, so no per-rider limit is hit);
 * opens the map page once, as a user does (the gateway builds it on the first request);
 * watches the live feed with one anonymous websocket client subscribed to the whole city and
-  times sampled car entries from the ping's creation to their arrival here (``gps_to_client``);
+  times sampled car entries from the ping's creation to their arrival here (``gps_to_client``),
+  and counts the frames that brought each simulator step's pings (``gps_steps``);
 * samples every process of the stack once a second (RSS and CPU seconds by process, named by the
   service it runs, or its services joined by ``+`` when they share one; Postgres is not counted)
   and every process's ``ridehail_consumer_lag``.
@@ -38,7 +39,7 @@ import numpy as np
 
 from ridehail.bench.experiments.load import paced
 from ridehail.bench.experiments.stats import uncensored_percentiles_ms
-from ridehail.bench.gateway import ClientStats, city_bbox, watch_feed
+from ridehail.bench.gateway import ClientStats, city_bbox, step_delivery, watch_feed
 from ridehail.bench.machine import CpuTimes, cpu_shares, speed_probe_ms
 from ridehail.bench.stack_probe import Sample, StackProbe, batch_counters, batch_window, consumer_lags, postgres_cpu_s
 
@@ -59,6 +60,19 @@ class RideLog:
     refused: int = 0  # requests of the window that got no 202 (counted as never offered)
     measuring: bool = False
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+LAG_TICK_S = 0.01
+
+
+async def _loop_lag(stop: asyncio.Event, log: RideLog, lags_ms: list[float]) -> None:
+    """How late this process's event loop runs a 10 ms timer while measuring: a frame that reaches a
+    busy client waits here too, and counts as late."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        if log.measuring:
+            lags_ms.append((time.perf_counter() - started - LAG_TICK_S) * 1000)
 
 
 async def _tokens(database_url: str, n: int) -> list[str]:
@@ -208,7 +222,7 @@ async def _drive(
     trips = [random_trip(graph, rng) for _ in range(rides_needed)]
     del graph
     log = RideLog()
-    feed = ClientStats(timing=True)
+    feed = ClientStats(timing=True, steps={})
     stop = asyncio.Event()
     metrics_urls = [f"http://127.0.0.1:{stack.port(s)}/metrics" for s in metric_services]
     ride_url = f"{stack.gateway_url}/api/rides"
@@ -217,6 +231,7 @@ async def _drive(
     series: list[dict[str, Any]] = []  # CPU and RSS over consecutive spans of the window
     span_s = min(SERIES_SPAN_S, max(2.0, seconds / 3))
     lags: dict[str, float] = {}
+    client_lags: list[float] = []  # this process's event loop, late by (ms), tick by tick
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=64)) as client:
         page = await client.get(f"{stack.gateway_url}/")  # a user opens the map: the gateway builds its page
@@ -232,6 +247,7 @@ async def _drive(
 
         watcher = asyncio.create_task(watch_feed(stack.ws_url, city_bbox(), feed, stop))
         riders = asyncio.create_task(paced(rides_per_s, emit, stop)) if rides_per_s > 0 else None
+        lagger = asyncio.create_task(_loop_lag(stop, log, client_lags))
         metrics = httpx.Client(timeout=1.0)
         started = time.monotonic()
         first = last = span_start = probe.sample()
@@ -281,7 +297,7 @@ async def _drive(
         finally:
             log.measuring = feed.measuring = False
             stop.set()
-            for t in [watcher, *([riders] if riders else [])]:
+            for t in [watcher, lagger, *([riders] if riders else [])]:
                 with contextlib.suppress(Exception):
                     await t
             metrics.close()
@@ -321,6 +337,9 @@ async def _drive(
         "gps_to_client_p50_ms": _pct(feed.latencies, 50),
         "gps_to_client_p99_ms": _pct(feed.latencies, 99),
         "gps_to_client_samples": len(feed.latencies),
+        "gps_steps": step_delivery(feed.steps or {}),
+        "client_loop_lag_p99_ms": _pct(client_lags, 99),
+        "client_loop_lag_max_ms": round(max(client_lags), 1) if client_lags else None,
         "feed_frames": feed.frames,
         "feed_car_updates": feed.car_updates,
         "feed_entries_resent": feed.resent,

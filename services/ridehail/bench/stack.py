@@ -245,9 +245,6 @@ async def _drive(
             log.in_flight.add(task)
             task.add_done_callback(log.in_flight.discard)
 
-        watcher = asyncio.create_task(watch_feed(stack.ws_url, city_bbox(), feed, stop))
-        riders = asyncio.create_task(paced(rides_per_s, emit, stop)) if rides_per_s > 0 else None
-        lagger = asyncio.create_task(_loop_lag(stop, log, client_lags))
         metrics = httpx.Client(timeout=1.0)
         started = time.monotonic()
         first = last = span_start = probe.sample()
@@ -255,6 +252,10 @@ async def _drive(
         pg_first = pg_last = postgres_cpu_s()
         cpu_first = cpu_last = CpuTimes.read()  # the machine's CPU shares over the window
         total = warmup_s + seconds
+        # started last, right before the block whose finally stops them
+        watcher = asyncio.create_task(watch_feed(stack.ws_url, city_bbox(), feed, stop))
+        riders = asyncio.create_task(paced(rides_per_s, emit, stop)) if rides_per_s > 0 else None
+        lagger = asyncio.create_task(_loop_lag(stop, log, client_lags))
         try:
             while (elapsed := time.monotonic() - started) < total:
                 await asyncio.sleep(1.0)

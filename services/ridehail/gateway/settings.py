@@ -33,13 +33,14 @@ class GatewaySettings(CommonSettings):
         ge=20,
         le=5000,
         description="Websocket frame interval: at most one car frame per client per this; a round with no change "
-        "sends nothing (25 ms: a simulator step's pings reach the gateway in up to two fetches about 20 ms apart, "
-        "and a longer interval made the second part wait a whole round: docs/performance.md).",
+        "sends nothing (25 ms: a simulator step's pings reach the gateway in more than one fetch, and at 100 ms a "
+        "round between two of them made the later part wait a whole round: docs/performance.md).",
     )
     frame_on_change: bool = Field(
         default=False,
         description="A frame round as soon as the live feed brings something, at most one per frame interval, "
-        "instead of rounds on a fixed clock (not shown to help at 1,000-3,000 drivers: docs/performance.md).",
+        "instead of rounds on a fixed clock (not shown to help at 1,000-3,000 drivers with 100 ms rounds: "
+        "docs/performance.md).",
     )
     stats_interval_ms: int = Field(
         default=1000, ge=200, le=60000, description="Interval of the stats frame sent to every map client."

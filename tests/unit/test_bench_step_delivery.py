@@ -1,6 +1,6 @@
 """How the bench's feed client counts the frames that brought each simulator step's pings."""
 
-from ridehail.bench.gateway import ClientStats, step_delivery
+from ridehail.bench.gateway import ClientStats, StepFrames, step_delivery
 
 
 def _frame(stats: ClientStats, now_ms: float, cars: list[tuple[str, int]]) -> None:
@@ -27,7 +27,7 @@ def test_a_resent_entry_does_not_count_as_a_delivery_of_its_step() -> None:
     stats = ClientStats(steps={})
     _frame(stats, 1000.0, [("a", 900)])
     _frame(stats, 1500.0, [("a", 900)])  # the same ping again (the car changed state): not a new frame of 900
-    assert stats.steps == {900: [1000.0, 1000.0, 1]}
+    assert stats.steps == {900: StepFrames(1000.0, 1000.0, 1)}
 
 
 def test_steps_are_not_tracked_unless_asked_and_an_empty_record_has_no_shares() -> None:

@@ -47,6 +47,15 @@ def _pct(values: list[float], p: float) -> float | None:
 
 
 # -- clients (this process) ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class StepFrames:
+    """The frames that brought one ping time's first deliveries: when the first and the last came."""
+
+    first_ms: float
+    last_ms: float
+    frames: int = 1
+
+
 @dataclass
 class ClientStats:
     frames: int = 0
@@ -59,9 +68,9 @@ class ClientStats:
     newest_ts: dict[str, int] = field(default_factory=dict)  # car -> newest ping time seen
     measuring: bool = False
     timing: bool = True  # parse frames and time car entries (else only count frames and bytes)
-    # ping time -> [first frame's arrival ms, last frame's arrival ms, frames]: with one simulator,
-    # whose step stamps all its pings with one time, how many frames brought each step (None: off)
-    steps: dict[int, list[float]] | None = None
+    # ping time -> its frames: with one simulator, whose step stamps all its pings with one time,
+    # how many frames brought each step (None: not tracked)
+    steps: dict[int, StepFrames] | None = None
 
     def note_steps(self, pinged: list[int], now_ms: float) -> None:
         """Count, per ping time, the frames that brought its first deliveries."""
@@ -70,10 +79,10 @@ class ClientStats:
         for ts in set(pinged):
             seen = self.steps.get(ts)
             if seen is None:
-                self.steps[ts] = [now_ms, now_ms, 1]
+                self.steps[ts] = StepFrames(now_ms, now_ms)
             else:
-                seen[1] = now_ms
-                seen[2] += 1
+                seen.last_ms = now_ms
+                seen.frames += 1
 
     def new_pings(self, cars: list[list[Any]]) -> list[int]:
         """The ping times of the entries that bring this client a ping it has not had: GPS -> client
@@ -124,17 +133,17 @@ async def watch_feed(url: str, bbox: list[float], stats: ClientStats, stop: asyn
                 stats.note_steps(pinged, now_ms)
 
 
-def step_delivery(steps: dict[int, list[float]]) -> dict[str, Any]:
+def step_delivery(steps: dict[int, StepFrames]) -> dict[str, Any]:
     """How the pings of one ping time (one simulator step) reached the client: in how many frames,
     and how far apart the first and the last of those frames came."""
-    spreads = [last - first for first, last, _ in steps.values()]
-    first_ages = [first - ts for ts, (first, _, _) in steps.items()]
-    last_ages = [last - ts for ts, (_, last, _) in steps.items()]
-    split = sum(1 for _, _, frames in steps.values() if frames > 1)
+    spreads = [s.last_ms - s.first_ms for s in steps.values()]
+    first_ages = [s.first_ms - ts for ts, s in steps.items()]
+    last_ages = [s.last_ms - ts for ts, s in steps.items()]
+    split = sum(1 for s in steps.values() if s.frames > 1)
     return {
         "steps": len(steps),
         "in_two_or_more_frames_share": round(split / len(steps), 3) if steps else None,
-        "frames_max": int(max((f for _, _, f in steps.values()), default=0)),
+        "frames_max": max((s.frames for s in steps.values()), default=0),
         "spread_p50_ms": _pct(spreads, 0.50),
         "spread_p99_ms": _pct(spreads, 0.99),
         "first_frame_age_p50_ms": _pct(first_ages, 0.50),

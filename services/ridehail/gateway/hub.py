@@ -1,9 +1,9 @@
 """The fan-out core: latest state per car, one frame round per interval, every client served from it.
 
 The live feed calls :meth:`Hub.apply_location` / :meth:`Hub.apply_ride_event` and sets
-:attr:`Hub.woken`; a frame loop calls :meth:`Hub.frame_round` every ``frame_interval_ms`` (25 ms by
-default; or, with ``frame_on_change``, at most that often, as soon as it was woken); a round in which
-nothing changed sends nothing. Nothing here waits on a client:
+:attr:`Hub.woken`; a frame loop calls :meth:`Hub.frame_round` every ``frame_interval_ms`` (or, with
+``frame_on_change``, at most that often, as soon as it was woken); a round in which nothing changed
+sends nothing. Nothing here waits on a client:
 
 * Each car changed in a round is encoded once; clients with the same viewport share one frame.
 * A client's progress is one number (the round of its last frame): a client that skipped rounds
